@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`. Both prepare the machine themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLAYBOOK_ARGS ?=
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test setup setup-dev lint unit integration stop teardown benchmark clean
+
+run: setup
+	$(BIN)/ansible-playbook site.yml $(PLAYBOOK_ARGS)
+
+test: setup-dev lint
+	$(BIN)/pytest
+
+setup:
+	@scripts/setup.sh
+
+setup-dev:
+	@scripts/setup.sh --dev
+
+lint: setup-dev
+	$(BIN)/yamllint --strict .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/ansible-lint
+
+unit: setup-dev
+	$(BIN)/pytest tests/unit
+
+integration: setup-dev
+	$(BIN)/pytest tests/integration
+
+# Removes everything the AWS layer created (typed confirmation is not asked for the local emulator).
+teardown: setup
+	$(BIN)/ansible-playbook playbooks/teardown.yml $(PLAYBOOK_ARGS)
+
+# Stops every local service this checkout started.
+stop: setup
+	$(BIN)/ansible-playbook playbooks/local_services.yml -e tenantforge_local_services_state=stopped
+
+benchmark: setup-dev
+	$(BIN)/python benchmarks/infrastructure.py
+
+clean: stop
+	rm -rf .local

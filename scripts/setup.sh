@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 machine (or refresh an existing checkout) for `make run` / `make test`:
+# OS packages that are missing, the virtualenv with the pinned Python packages, and the link that
+# makes this checkout resolvable as the collection tenantforge.platform. Safe to run again.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$root/.venv}
+python=${PYTHON:-python3}
+with_dev=${1:-}
+
+log() { printf '==> %s\n' "$*"; }
+
+apt_install() {
+  # Install only what is missing; needs root (or sudo) only when something is missing.
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  log "Installing OS packages: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if command -v apt-get >/dev/null 2>&1; then
+  os_packages=(ca-certificates git openssh-client)
+  # Debian's own python3 needs python3-venv for `python -m venv`; a separately installed CPython
+  # (pyenv, python.org) ships venv and ensurepip already.
+  "$python" -c 'import ensurepip, venv' 2>/dev/null || os_packages+=(python3-venv)
+  apt_install "${os_packages[@]}"
+fi
+
+stamp=$venv/.tenantforge-installed
+want=$(cat "$root/requirements.txt" "$root/constraints.txt" "$root/requirements-dev.txt" | sha256sum | cut -c1-16)$with_dev
+if [ ! -x "$venv/bin/python" ]; then
+  log "Creating virtualenv $venv"
+  "$python" -m venv "$venv"
+fi
+have=$(cat "$stamp" 2>/dev/null || true)
+# A dev install is a superset of the runtime one.
+if [ "$have" != "$want" ] && [ "$have" != "$want--dev" ]; then
+  log "Installing pinned Python packages"
+  reqs=(-r "$root/requirements.txt")
+  [ "$with_dev" = "--dev" ] && reqs+=(-r "$root/requirements-dev.txt")
+  "$venv/bin/pip" install -q --disable-pip-version-check "${reqs[@]}" -c "$root/constraints.txt"
+  echo "$want" >"$stamp"
+fi
+
+# The checkout is the collection: link it where ansible.cfg's collections_path looks.
+link=$root/.local/collections/ansible_collections/tenantforge/platform
+mkdir -p "$(dirname "$link")" "$root/.local"
+chmod 0700 "$root/.local"
+[ -L "$link" ] || ln -s ../../../.. "$link"
