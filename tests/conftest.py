@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 COLLECTIONS = REPO / ".local" / "collections"
 AMIS_FILE = REPO / "roles" / "local_emulator" / "files" / "amis.json"
+EMULATOR_SCRIPT = REPO / "roles" / "local_emulator" / "files" / "emulator.py"
 
 # The collection resolves as tenantforge.platform for imports in unit tests.
 if str(COLLECTIONS) not in sys.path:
@@ -77,10 +78,10 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     log = tmp_path_factory.mktemp("emulator") / "moto.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(EMULATOR_SCRIPT), "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MOTO_AMIS_PATH": str(AMIS_FILE)},
+            env={**os.environ, "MOTO_AMIS_PATH": str(AMIS_FILE), "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
             start_new_session=True,
         )
     try:

@@ -14,7 +14,8 @@ description:
   - Starts a command as a detached background process, records its pid in O(pidfile), sends its
     output to O(logfile) and waits until a TCP port answers.
   - A process is considered running when the pid file names a live process whose command line still
-    contains the executable; a stale pid file (the process died, or the pid was reused) is replaced.
+    starts with the same executable and first argument; a stale pid file (the process died, or the
+    pid was reused) is replaced.
   - A second start of a running service changes nothing. Stopping sends SIGTERM, then SIGKILL after
     O(stop_timeout) seconds, and removes the pid file.
   - Used by the local target of the platform (the AWS emulator, and later the database and broker).
@@ -128,22 +129,26 @@ def read_pid(pidfile: str) -> int | None:
         return None
 
 
-def process_matches(pid: int, executable: str | None) -> bool:
-    """True when pid is alive and, if executable is given, its command line mentions it."""
+def process_matches(pid: int, command: list[str] | None) -> bool:
+    """True when pid is alive and, if command is given, its command line starts like it.
+
+    Comparing the executable's name and its first argument guards against a pid reused by another
+    program after the service died.
+    """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().split(b"\0")
+            cmdline = [os.path.basename(arg) for arg in handle.read().split(b"\0") if arg]
     except OSError:
         return False
-    if not executable:
+    if not command:
         return True
-    wanted = os.path.basename(executable).encode()
-    return any(os.path.basename(arg) == wanted for arg in cmdline if arg)
+    wanted = [os.path.basename(arg).encode() for arg in command[:2]]
+    return cmdline[: len(wanted)] == wanted
 
 
-def running_pid(pidfile: str, executable: str | None) -> int | None:
+def running_pid(pidfile: str, command: list[str] | None) -> int | None:
     pid = read_pid(pidfile)
-    if pid is not None and process_matches(pid, executable):
+    if pid is not None and process_matches(pid, command):
         return pid
     return None
 
@@ -158,7 +163,7 @@ def port_open(host: str, port: int) -> bool:
 
 def start(params: dict, check_mode: bool) -> tuple[bool, int | None]:
     command = params["command"]
-    pid = running_pid(params["pidfile"], command[0])
+    pid = running_pid(params["pidfile"], command)
     if pid is not None:
         return False, pid
     host, port = params["host"], params["port"]
@@ -212,8 +217,8 @@ def start(params: dict, check_mode: bool) -> tuple[bool, int | None]:
 
 
 def stop(params: dict, check_mode: bool) -> bool:
-    executable = params["command"][0] if params["command"] else None
-    pid = running_pid(params["pidfile"], executable)
+    command = params["command"]
+    pid = running_pid(params["pidfile"], command)
     if pid is None:
         if os.path.exists(params["pidfile"]) and not check_mode:
             os.unlink(params["pidfile"])
@@ -223,9 +228,9 @@ def stop(params: dict, check_mode: bool) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + params["stop_timeout"]
-    while process_matches(pid, executable) and time.monotonic() < deadline:
+    while process_matches(pid, command) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if process_matches(pid, executable):
+    if process_matches(pid, command):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     os.unlink(params["pidfile"])

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.tenantforge.platform.plugins.filter.networks import FilterModule
-from ansible_collections.tenantforge.platform.plugins.test.networks import TestModule
+from ansible_collections.tenantforge.platform.plugins.test.networks import TestModule as NetworkTests
 
-TESTS = TestModule().tests()
+TESTS = NetworkTests().tests()
 overlapping_networks = FilterModule().filters()["overlapping_networks"]
 
 
