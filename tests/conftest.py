@@ -145,3 +145,58 @@ def run_playbook(
         check=False,
     )
     return PlaybookRun(result.returncode, result.stdout + result.stderr)
+
+
+def platform_resources(emulator: Emulator) -> dict[str, list[str]]:
+    """Everything of the platform that exists in the emulator, by kind (empty lists when clean).
+
+    Asked of each service's own list/describe calls: moto's EC2 DescribeTags keeps the tags of
+    deleted resources, so it cannot tell what is left.
+    """
+    ec2 = emulator.client("ec2")
+    managed = [{"Name": "tag:ManagedBy", "Values": ["tenantforge"]}]
+    instances = [
+        instance["InstanceId"]
+        for reservation in ec2.describe_instances(Filters=managed)["Reservations"]
+        for instance in reservation["Instances"]
+        if instance["State"]["Name"] != "terminated"
+    ]
+    iam = emulator.client("iam")
+    trails = emulator.client("cloudtrail").describe_trails()["trailList"]
+    groups = emulator.client("logs").describe_log_groups(logGroupNamePrefix="/tenantforge/")["logGroups"]
+    secrets = emulator.client("secretsmanager").list_secrets(IncludePlannedDeletion=True)["SecretList"]
+    alarms = emulator.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    return {
+        "vpcs": [vpc["VpcId"] for vpc in ec2.describe_vpcs(Filters=managed)["Vpcs"]],
+        "subnets": [subnet["SubnetId"] for subnet in ec2.describe_subnets(Filters=managed)["Subnets"]],
+        "internet_gateways": [
+            gateway["InternetGatewayId"]
+            for gateway in ec2.describe_internet_gateways(Filters=managed)["InternetGateways"]
+        ],
+        "route_tables": [
+            table["RouteTableId"] for table in ec2.describe_route_tables(Filters=managed)["RouteTables"]
+        ],
+        "security_groups": [
+            group["GroupId"] for group in ec2.describe_security_groups(Filters=managed)["SecurityGroups"]
+        ],
+        "key_pairs": [key["KeyName"] for key in ec2.describe_key_pairs()["KeyPairs"]],
+        "instances": instances,
+        "iam_roles": [
+            role["RoleName"]
+            for role in iam.list_roles()["Roles"]
+            if role["RoleName"].startswith("tenantforge")
+        ],
+        "instance_profiles": [
+            profile["InstanceProfileName"] for profile in iam.list_instance_profiles()["InstanceProfiles"]
+        ],
+        "alarms": [alarm["AlarmName"] for alarm in alarms],
+        "buckets": [bucket["Name"] for bucket in emulator.client("s3").list_buckets()["Buckets"]],
+        "trails": [trail["Name"] for trail in trails],
+        "log_groups": [group["logGroupName"] for group in groups],
+        "secrets": [secret["Name"] for secret in secrets],
+    }
+
+
+def assert_nothing_exists(emulator: Emulator) -> None:
+    left = {kind: names for kind, names in platform_resources(emulator).items() if names}
+    assert left == {}
