@@ -6,13 +6,15 @@ PLAYBOOK_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test setup setup-dev lint unit integration stop teardown benchmark clean
+.PHONY: run test setup setup-dev lint sanity unit integration stop teardown benchmark clean
 
 run: setup
 	$(BIN)/ansible-playbook site.yml $(PLAYBOOK_ARGS)
 
+# The integration tests drive ansible-playbook (CPU-bound): one worker per core, one file per worker
+# (the tests of a file share an emulator and run in order).
 test: setup-dev lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 setup:
 	@scripts/setup.sh
@@ -20,12 +22,16 @@ setup:
 setup-dev:
 	@scripts/setup.sh --dev
 
-lint: setup-dev
+lint: setup-dev sanity
 	$(BIN)/yamllint --strict .
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/ansible-lint
+
+# ansible-test sanity on the collection's plugins, in a copy under .local/sanity (see the script).
+sanity: setup-dev
+	scripts/sanity.sh
 
 unit: setup-dev
 	$(BIN)/pytest tests/unit

@@ -87,7 +87,7 @@ def generate_password(length: int = 32) -> str:
             f"password_length must be between {PASSWORD_MIN_LENGTH} and {PASSWORD_MAX_LENGTH}, got {length}"
         )
     while True:
-        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _position in range(length))
         if (
             any(c.islower() for c in password)
             and any(c.isupper() for c in password)
@@ -98,7 +98,7 @@ def generate_password(length: int = 32) -> str:
 
 def generate_cookie() -> str:
     """An Erlang distribution cookie: 48 characters from A-Z and 0-9."""
-    return "".join(secrets.choice(COOKIE_ALPHABET) for _ in range(COOKIE_LENGTH))
+    return "".join(secrets.choice(COOKIE_ALPHABET) for _position in range(COOKIE_LENGTH))
 
 
 def _require_cryptography() -> None:

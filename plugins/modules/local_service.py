@@ -21,7 +21,7 @@ description:
   - Used by the local target of the platform (the AWS emulator, and later the database and broker).
     It never runs anything on a remote host other than the one the task targets.
 author:
-  - Tenantforge engineering
+  - Tenantforge engineering (@tenantforge)
 options:
   name:
     description: A name for the service, used in messages.
@@ -73,8 +73,10 @@ notes:
   - Supports check mode and diff mode.
 attributes:
   check_mode:
+    description: Can run in check mode and report whether it would start or stop the service.
     support: full
   diff_mode:
+    description: Returns the service state before and after the task when in diff mode.
     support: full
 """
 
@@ -111,10 +113,11 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.tenantforge.platform.plugins.module_utils.processes import spawn_detached
 
 
 class ServiceError(Exception):
@@ -181,16 +184,7 @@ def start(params: dict, check_mode: bool) -> tuple[bool, int | None]:
     log_path = params["logfile"] or os.devnull
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        process = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            cwd=params["chdir"],
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        process = spawn_detached(command, log_fd, params["chdir"], env)
     except OSError as exc:
         raise ServiceError(f"{params['name']}: cannot run {command[0]}: {exc}") from exc
     finally:

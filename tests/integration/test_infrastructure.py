@@ -11,12 +11,22 @@ import hashlib
 import json
 import re
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Emulator, PlaybookRun, assert_nothing_exists, platform_resources, run_playbook
+from conftest import (
+    BIN,
+    REPO,
+    Emulator,
+    PlaybookRun,
+    ansible_env,
+    assert_nothing_exists,
+    platform_resources,
+    run_playbook,
+)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -402,6 +412,34 @@ def test_a_modified_setting_is_reported_in_check_mode_then_applied(
     restored = layer.run("playbooks/infrastructure.yml")
     restored.assert_ok()
     assert (retention(), expiry()) == ([30, 30], 365)
+
+
+def test_the_aws_inventory_finds_the_host_by_its_tags(layer: Layer, instance: dict[str, Any]) -> None:
+    # The real-AWS inventory, pointed at the emulator only here, through botocore's standard variable.
+    env = {
+        **ansible_env(layer.state_dir),
+        "AWS_ENDPOINT_URL": layer.emulator.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    result = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", "inventories/aws", "--list"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    inventory = json.loads(result.stdout)
+    assert inventory["tenantforge_hosts"]["hosts"] == [instance["InstanceId"]]
+    assert inventory["env_local"]["hosts"] == [instance["InstanceId"]]
+    host = inventory["_meta"]["hostvars"][instance["InstanceId"]]
+    unsafe = {
+        key: value.get("__ansible_unsafe", value) if isinstance(value, dict) else value
+        for key, value in host.items()
+    }
+    assert unsafe["ansible_host"] == instance["PublicIpAddress"]
+    assert unsafe["ansible_aws_ssm_instance_id"] == instance["InstanceId"]
 
 
 def test_teardown_removes_everything_and_a_second_teardown_changes_nothing(
