@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,26 @@ def platform_resources(emulator: Emulator) -> dict[str, list[str]]:
 def assert_nothing_exists(emulator: Emulator) -> None:
     left = {kind: names for kind, names in platform_resources(emulator).items() if names}
     assert left == {}
+
+
+def assert_jwk_verifies(private_key_pem: str, jwk: dict[str, Any]) -> None:
+    """A signature made with the private PEM verifies with the public key rebuilt from the JWK alone."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    from ansible_collections.tenantforge.platform.plugins.module_utils.secret_material import (
+        public_key_from_jwk,
+    )
+
+    private_key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    public_key = public_key_from_jwk(jwk)
+    message = b"eyJhbGciOi.eyJzdWIiOi"
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        assert isinstance(public_key, rsa.RSAPublicKey)
+        signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert isinstance(private_key, ec.EllipticCurvePrivateKey)
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        signature = private_key.sign(message, ec.ECDSA(hashes.SHA256()))
+        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))

@@ -9,8 +9,8 @@ import string
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from conftest import assert_jwk_verifies
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material as sm
 
@@ -41,22 +41,6 @@ def jwt(**overrides: Any) -> sm.Desired:
     }
     params.update(overrides)
     return sm.Desired(**params)
-
-
-def sign_and_verify(private_key_pem: str, jwk: dict) -> None:
-    """Sign with the private PEM, verify with the public key rebuilt from the JWK only."""
-    private_key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    public_key = sm.public_key_from_jwk(jwk)
-    message = b"header.payload"
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        assert isinstance(public_key, rsa.RSAPublicKey)
-        signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        assert isinstance(private_key, ec.EllipticCurvePrivateKey)
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        signature = private_key.sign(message, ec.ECDSA(hashes.SHA256()))
-        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -129,7 +113,7 @@ def test_rsa_jwk_members_and_round_trip() -> None:
     assert (jwk["kty"], jwk["use"], jwk["alg"], jwk["e"]) == ("RSA", "sig", "RS256", "AQAB")
     assert all(B64URL.match(jwk[m]) for m in ("kid", "n", "e"))
     assert len(base64.urlsafe_b64decode(jwk["n"] + "==")) == 256
-    sign_and_verify(pem, jwk)
+    assert_jwk_verifies(pem, jwk)
 
 
 def test_ec_jwk_members_and_round_trip() -> None:
@@ -141,7 +125,7 @@ def test_ec_jwk_members_and_round_trip() -> None:
     for member in ("x", "y"):
         assert B64URL.match(jwk[member])
         assert len(sm.b64url_decode(jwk[member])) == 32
-    sign_and_verify(pem, jwk)
+    assert_jwk_verifies(pem, jwk)
 
 
 def test_rsa_key_size_is_honoured() -> None:
@@ -299,7 +283,7 @@ def test_create_signing_key_and_jwks(algorithm: str) -> None:
     (jwk,) = result.jwks["keys"]
     assert jwk["kid"] == result.kid and jwk["alg"] == algorithm and jwk["use"] == "sig"
     assert "d" not in jwk  # public members only
-    sign_and_verify(result.value["private_key_pem"], jwk)
+    assert_jwk_verifies(result.value["private_key_pem"], jwk)
 
 
 def test_unchanged_signing_key_writes_nothing() -> None:
@@ -317,7 +301,7 @@ def test_rotate_keeps_previous_key_in_jwks() -> None:
     assert second.jwks is not None and first.jwks is not None
     assert [k["kid"] for k in second.jwks["keys"]] == [second.kid, first.kid]
     assert second.jwks["keys"][1] == first.jwks["keys"][0]
-    sign_and_verify(first.value["private_key_pem"], second.jwks["keys"][1])
+    assert_jwk_verifies(first.value["private_key_pem"], second.jwks["keys"][1])
 
     third = sm.plan(jwt(rotate=True), second.secret_string, second.jwks_string)
     assert third.jwks is not None

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,7 @@ import boto3
 import pytest
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry, RetryingBotoClientWrapper
 from botocore.exceptions import ClientError
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from conftest import Emulator, assert_jwk_verifies
 
 from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material
 from ansible_collections.tenantforge.platform.plugins.modules import platform_secret
@@ -38,55 +35,15 @@ MODULE = "tenantforge.platform.platform_secret"
 Runner = Callable[..., dict]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="module")
+def moto_url(emulator: Emulator) -> str:
+    return emulator.endpoint_url
 
 
 @pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = VENV_BIN / "moto_server"
-    if not server.exists():
-        pytest.fail(f"{server} is missing: install moto[server] (requirements.txt) in this environment")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto_server exited with {process.returncode}: {log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not listen on {port} within 60s")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def aws(moto_url: str) -> Any:
+def aws(emulator: Emulator) -> Any:
     """A plain boto3 client, to inspect what the module stored."""
-    return boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return emulator.client("secretsmanager")
 
 
 @pytest.fixture(scope="module")
@@ -191,22 +148,6 @@ def pem_body(pem: str) -> str:
     return "".join(line for line in pem.splitlines() if not line.startswith("-----"))
 
 
-def verify_with_jwk(private_key_pem: str, jwk: dict) -> None:
-    private_key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    public_key = secret_material.public_key_from_jwk(jwk)
-    message = b"eyJhbGciOi.eyJzdWIiOi"
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        assert isinstance(public_key, rsa.RSAPublicKey)
-        signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        assert isinstance(private_key, ec.EllipticCurvePrivateKey)
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        public_key.verify(
-            private_key.sign(message, ec.ECDSA(hashes.SHA256())), message, ec.ECDSA(hashes.SHA256())
-        )
-
-
 # --------------------------------------------------------------------------------------- creation
 
 
@@ -265,7 +206,7 @@ def test_jwt_signing_key_created_rotated_and_kept(run: Runner, aws: Any, algorit
     assert private["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")
     assert list(jwks) == ["keys"] and len(jwks["keys"]) == 1
     assert jwks["keys"][0]["kid"] == created["kid"] and jwks["keys"][0]["use"] == "sig"
-    verify_with_jwk(private["private_key_pem"], jwks["keys"][0])
+    assert_jwk_verifies(private["private_key_pem"], jwks["keys"][0])
     assert created["jwks"]["name"] == jwks_name and created["jwks"]["version_id"] == current_version(
         aws, jwks_name
     )
@@ -282,8 +223,8 @@ def test_jwt_signing_key_created_rotated_and_kept(run: Runner, aws: Any, algorit
     new_jwks = value(aws, jwks_name)
     assert new_private["kid"] == rotated["kid"]
     assert [key["kid"] for key in new_jwks["keys"]] == [rotated["kid"], created["kid"]]
-    verify_with_jwk(new_private["private_key_pem"], new_jwks["keys"][0])
-    verify_with_jwk(private["private_key_pem"], new_jwks["keys"][1])  # old tokens still verify
+    assert_jwk_verifies(new_private["private_key_pem"], new_jwks["keys"][0])
+    assert_jwk_verifies(private["private_key_pem"], new_jwks["keys"][1])  # old tokens still verify
 
     for result in (created, again, rotated):
         assert_no_leak(result, private["private_key_pem"], new_private["private_key_pem"])
