@@ -414,6 +414,32 @@ def test_a_modified_setting_is_reported_in_check_mode_then_applied(
     assert (retention(), expiry()) == ([30, 30], 365)
 
 
+def test_rotate_replaces_every_generated_value_and_keeps_the_previous_signing_key(
+    layer: Layer, secret_values: dict[str, dict[str, Any]]
+) -> None:
+    client = layer.emulator.client("secretsmanager")
+    rotated = layer.run("playbooks/infrastructure.yml", aws_secrets_rotate=True)
+    rotated.assert_ok()
+    after = {
+        name: json.loads(client.get_secret_value(SecretId=name)["SecretString"]) for name in secret_values
+    }
+    prefix = f"tenantforge/{ENV}/"
+    for name, before in secret_values.items():
+        for field in ("password", "cookie", "private_key_pem", "kid"):
+            if field in before:
+                assert after[name][field] != before[field], f"{name} {field} was not rotated"
+    kids = [key["kid"] for key in after[prefix + "jwt/jwks"]["keys"]]
+    assert kids == [
+        after[prefix + "jwt/signing-key"]["kid"],
+        secret_values[prefix + "jwt/signing-key"]["kid"],
+    ]
+    assert not [v for v in after.values() if "password" in v and v["password"] in rotated.output]
+
+    again = layer.run("playbooks/infrastructure.yml")
+    again.assert_ok()
+    assert again.changed == 0
+
+
 def test_the_aws_inventory_finds_the_host_by_its_tags(layer: Layer, instance: dict[str, Any]) -> None:
     # The real-AWS inventory, pointed at the emulator only here, through botocore's standard variable.
     env = {
