@@ -440,6 +440,51 @@ def test_rotate_replaces_every_generated_value_and_keeps_the_previous_signing_ke
     assert again.changed == 0
 
 
+def test_the_secrets_playbook_writes_the_local_target(layer: Layer, created: PlaybookRun) -> None:
+    client = layer.emulator.client("secretsmanager")
+    app = json.loads(client.get_secret_value(SecretId=f"tenantforge/{ENV}/postgres/app")["SecretString"])
+    admin = json.loads(client.get_secret_value(SecretId=f"tenantforge/{ENV}/rabbitmq/admin")["SecretString"])
+
+    first = layer.run("playbooks/secrets.yml", "-vvv")
+    first.assert_ok()
+    assert first.changed == 2  # the Secrets and the summary file
+    root = layer.state_dir / "secrets" / "tenantforge"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "jwt-jwks",
+        "jwt-signing-key",
+        "pgbouncer-auth",
+        "postgres-app",
+        "postgres-owner",
+        "postgres-superuser",
+        "rabbitmq-admin",
+        "rabbitmq-erlang-cookie",
+    ]
+    assert (root / "postgres-app" / "DATABASE_URL").read_text() == (
+        f"postgresql://tenantforge_app:{app['password']}@127.0.0.1:6432/tenantforge"
+    )
+    assert (root / "rabbitmq-admin" / "AMQP_URL").read_text() == (
+        f"amqp://tenantforge_admin:{admin['password']}@127.0.0.1:5672/%2F"
+    )
+    assert json.loads((root / "jwt-jwks" / "jwks.json").read_text())["keys"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (root / "postgres-app").iterdir()} == {0o600}
+    assert stat.S_IMODE((root / "postgres-app").stat().st_mode) == 0o700
+    assert app["password"] not in first.output and admin["password"] not in first.output
+    summary = json.loads((layer.state_dir / "summary.json").read_text())
+    assert "aws_host" in summary, "the AWS layer's sections were kept"
+    assert set(summary["platform_secrets"]["secrets"]) == {f"tenantforge/{p.name}" for p in root.iterdir()}
+
+    second = layer.run("playbooks/secrets.yml")
+    second.assert_ok()
+    assert second.changed == 0
+
+
+def test_the_kubernetes_target_needs_the_clusters_kubeconfig(layer: Layer, created: PlaybookRun) -> None:
+    run = layer.run("playbooks/secrets.yml", platform_secrets_target="kubernetes")
+    assert run.returncode != 0
+    assert "platform_secrets_kubeconfig" in run.output
+    assert "run the cluster tier" in run.output
+
+
 def test_the_aws_inventory_finds_the_host_by_its_tags(layer: Layer, instance: dict[str, Any]) -> None:
     # The real-AWS inventory, pointed at the emulator only here, through botocore's standard variable.
     env = {
