@@ -232,12 +232,6 @@ actions:
 import json
 from typing import TYPE_CHECKING, Any
 
-try:  # noqa: SIM105 - the amazon.aws pattern: AnsibleAWSModule reports a missing botocore
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:
-    pass  # handled by AnsibleAWSModule
-
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
@@ -256,6 +250,7 @@ from ansible_collections.tenantforge.platform.plugins.module_utils.secret_materi
     plan,
     validate,
 )
+from ansible_collections.tenantforge.platform.plugins.module_utils.secretsmanager import SecretsManagerClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -263,40 +258,12 @@ if TYPE_CHECKING:
     Hide = Callable[[str], None]
 
 
-class SecretsManager:
-    """Every call goes through AWSRetry (``aws_retry=True``); AWS errors become SecretError."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def call(self, operation: str, secret_id: str, **kwargs: Any) -> dict:
-        try:
-            return getattr(self.client, operation)(aws_retry=True, **kwargs)
-        except (BotoCoreError, ClientError) as exc:
-            raise SecretError(f"{operation} failed for secret {secret_id}: {aws_error_text(exc)}") from None
-
-    def describe(self, secret_id: str) -> dict | None:
-        try:
-            return self.client.describe_secret(aws_retry=True, SecretId=secret_id)
-        except is_boto3_error_code("ResourceNotFoundException"):
-            return None
-        except (BotoCoreError, ClientError) as exc:  # pylint: disable=duplicate-except
-            raise SecretError(
-                f"DescribeSecret failed for secret {secret_id}: {aws_error_text(exc)}"
-            ) from None
+class SecretsManager(SecretsManagerClient):
+    error = SecretError
 
     def read(self, secret_id: str) -> str | None:
         """The current SecretString; None for a binary secret (treated as not JSON)."""
-        return self.call("get_secret_value", secret_id, SecretId=secret_id).get("SecretString")
-
-
-def aws_error_text(exc: Exception) -> str:
-    """Error code and message only: request parameters (values) are never echoed."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
-    return type(exc).__name__
+        return self.call("get_secret_value", f"secret {secret_id}", SecretId=secret_id).get("SecretString")
 
 
 class Remote:
@@ -398,11 +365,17 @@ class Run:
             if not self.check_mode:
                 if window:
                     self.sm.call(
-                        "delete_secret", secret.name, SecretId=secret.name, RecoveryWindowInDays=window
+                        "delete_secret",
+                        f"secret {secret.name}",
+                        SecretId=secret.name,
+                        RecoveryWindowInDays=window,
                     )
                 else:
                     self.sm.call(
-                        "delete_secret", secret.name, SecretId=secret.name, ForceDeleteWithoutRecovery=True
+                        "delete_secret",
+                        f"secret {secret.name}",
+                        SecretId=secret.name,
+                        ForceDeleteWithoutRecovery=True,
                     )
             self.did(secret, f"scheduled for deletion in {window} days" if window else "deleted")
             after[secret.name] = (
@@ -443,7 +416,7 @@ class Run:
         restored = [secret for secret in remotes if secret.exists and secret.deleted]
         for secret in restored:
             if not self.check_mode:
-                self.sm.call("restore_secret", secret.name, SecretId=secret.name)
+                self.sm.call("restore_secret", f"secret {secret.name}", SecretId=secret.name)
             secret.deleted = False
             self.did(secret, "restored")
         if self.check_mode and main in restored:
@@ -510,7 +483,7 @@ class Run:
             if tags:
                 kwargs["Tags"] = ansible_dict_to_boto3_tag_list(tags)
             if not self.check_mode:
-                response = self.sm.call("create_secret", secret.name, **kwargs)
+                response = self.sm.call("create_secret", f"secret {secret.name}", **kwargs)
                 secret.arn, secret.version_id = response.get("ARN"), response.get("VersionId")
             secret.exists = True
             secret.description = description
@@ -525,7 +498,7 @@ class Run:
             update["KmsKeyId"] = p["kms_key_id"]
         if update:
             if not self.check_mode:
-                self.sm.call("update_secret", secret.name, SecretId=secret.name, **update)
+                self.sm.call("update_secret", f"secret {secret.name}", SecretId=secret.name, **update)
             secret.description = update.get("Description", secret.description)
             self.did(secret, "updated " + " and ".join(UPDATED_FIELD[key] for key in sorted(update)))
 
@@ -533,12 +506,16 @@ class Run:
             to_set, to_unset = compare_aws_tags(secret.tags, tags, p["purge_tags"])
             if to_unset:
                 if not self.check_mode:
-                    self.sm.call("untag_resource", secret.name, SecretId=secret.name, TagKeys=to_unset)
+                    self.sm.call(
+                        "untag_resource", f"secret {secret.name}", SecretId=secret.name, TagKeys=to_unset
+                    )
                 self.did(secret, "removed tags " + ", ".join(sorted(to_unset)))
             if to_set:
                 if not self.check_mode:
                     boto3_tags = ansible_dict_to_boto3_tag_list(to_set)
-                    self.sm.call("tag_resource", secret.name, SecretId=secret.name, Tags=boto3_tags)
+                    self.sm.call(
+                        "tag_resource", f"secret {secret.name}", SecretId=secret.name, Tags=boto3_tags
+                    )
                 self.did(secret, "set tags " + ", ".join(sorted(to_set)))
             for key in to_unset:
                 secret.tags.pop(key, None)
@@ -549,7 +526,9 @@ class Run:
         if self.check_mode:
             secret.version_id = None
         else:
-            response = self.sm.call("put_secret_value", secret.name, SecretId=secret.name, SecretString=value)
+            response = self.sm.call(
+                "put_secret_value", f"secret {secret.name}", SecretId=secret.name, SecretString=value
+            )
             secret.version_id = response.get("VersionId")
         for reason in reasons:
             self.did(secret, reason)

@@ -336,13 +336,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-try:  # noqa: SIM105 - the amazon.aws pattern: AnsibleAWSModule reports a missing botocore
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:
-    pass  # handled by AnsibleAWSModule
-
 from ansible.module_utils.basic import env_fallback, missing_required_lib
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
@@ -375,14 +369,10 @@ from ansible_collections.tenantforge.platform.plugins.module_utils.secrets_sync_
     TargetError,
     core_v1_api,
 )
+from ansible_collections.tenantforge.platform.plugins.module_utils.secretsmanager import SecretsManagerClient
 
 Hide = Callable[[str], None]
 FILTER_VALUE = re.compile(r"^[a-zA-Z0-9 :_@/+=.-]{1,512}$")  # what a ListSecrets filter value may hold
-OPERATIONS = {
-    "list_secrets": "ListSecrets",
-    "describe_secret": "DescribeSecret",
-    "get_secret_value": "GetSecretValue",
-}
 
 
 class SyncFailed(SyncError):
@@ -393,25 +383,10 @@ class SyncFailed(SyncError):
         self.result = result
 
 
-class SecretsManagerSource:
-    """Lists, describes and reads the source secrets. Every call goes through AWSRetry (``aws_retry``)."""
+class SecretsManagerSource(SecretsManagerClient):
+    """Lists, describes and reads the source secrets."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def call(self, operation: str, what: str, **kwargs: Any) -> dict:
-        try:
-            return getattr(self.client, operation)(aws_retry=True, **kwargs)
-        except (BotoCoreError, ClientError) as exc:
-            raise SyncError(f"{OPERATIONS[operation]} failed for {what}: {aws_error_text(exc)}") from None
-
-    def describe(self, secret_id: str) -> dict | None:
-        try:
-            return self.client.describe_secret(aws_retry=True, SecretId=secret_id)
-        except is_boto3_error_code("ResourceNotFoundException"):
-            return None
-        except (BotoCoreError, ClientError) as exc:  # pylint: disable=duplicate-except
-            raise SyncError(f"DescribeSecret failed for {secret_id}: {aws_error_text(exc)}") from None
+    error = SyncError
 
     def listed(self, selection: Selection) -> list[dict]:
         """ListSecrets, every page, narrowed by the server (name prefix, tag keys); checked by the caller."""
@@ -477,15 +452,6 @@ def current_version(versions: dict | None) -> str | None:
         if "AWSCURRENT" in stages:
             return version_id
     return None
-
-
-def aws_error_text(exc: Exception) -> str:
-    """Error code and message only: request parameters are never echoed."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
-    return type(exc).__name__
 
 
 def desired_targets(
