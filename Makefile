@@ -45,6 +45,7 @@ teardown: setup
 
 # Stops every local service this checkout started.
 stop: setup
+	$(BIN)/ansible-playbook playbooks/platform.yml -e postgres_local_state=stopped
 	$(BIN)/ansible-playbook playbooks/local_services.yml -e tenantforge_local_services_state=stopped
 
 benchmark: setup-dev

@@ -1,0 +1,398 @@
+"""The postgres role: its Kubernetes objects (render target) and a real local server (local target)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import psycopg
+import pytest
+import yaml
+from conftest import free_port, run_playbook
+
+pytestmark = pytest.mark.integration
+
+PLAYBOOK = "playbooks/platform.yml"
+# The Kubernetes version of a current k3s that kubernetes-validate ships a schema for.
+KUBERNETES_VERSION = "1.33.0"
+USERS = {
+    "postgres-superuser": "postgres",
+    "postgres-owner": "tenantforge_owner",
+    "postgres-app": "tenantforge_app",
+    "pgbouncer-auth": "pgbouncer_auth",
+}
+
+
+def write_secrets(state_dir: Path) -> dict[str, str]:
+    """The synced secret files the role reads (0600 in 0700 directories); returns user -> password."""
+    passwords = {}
+    for secret, username in USERS.items():
+        directory = state_dir / "secrets" / "tenantforge" / secret
+        directory.mkdir(parents=True, mode=0o700)
+        password = secrets.token_urlsafe(24)
+        for key, value in {"username": username, "password": password}.items():
+            path = directory / key
+            path.write_text(value)
+            path.chmod(0o600)
+        passwords[username] = password
+    return passwords
+
+
+# --- render target ---------------------------------------------------------------------------------
+
+NON_DEFAULT = {
+    "postgres_namespace": "platform-db",
+    "postgres_storage_class": "gp3",
+    "postgres_storage_size": "50Gi",
+    "postgres_resources": {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    },
+    "postgres_secret_checksums": {"postgres-superuser": "abc123"},
+}
+
+
+def render(tmp_path: Path, extra: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    out = tmp_path / "rendered"
+    run = run_playbook(
+        PLAYBOOK,
+        tmp_path,
+        {"tenantforge_platform_target": "render", "postgres_render_directory": str(out), **extra},
+    )
+    run.assert_ok()
+    files = sorted(out.glob("*.yaml"))
+    return [(path, yaml.safe_load(path.read_text())) for path in files]
+
+
+@pytest.fixture(scope="module", params=["defaults", "non-default"])
+def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    tmp_path = tmp_path_factory.mktemp(f"render-{request.param}")
+    passwords = write_secrets(tmp_path)
+    extra = {} if request.param == "defaults" else NON_DEFAULT
+    return extra, passwords, render(tmp_path, extra)
+
+
+def by_kind(objects: list[tuple[Path, dict[str, Any]]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        obj for _, obj in objects if obj["kind"] == kind and (name is None or obj["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, [obj["metadata"]["name"] for _, obj in objects]
+    return found[0]
+
+
+def test_render_writes_one_file_per_object(rendered) -> None:
+    _, _, objects = rendered
+    assert [(obj["kind"], obj["metadata"]["name"]) for _, obj in objects] == [
+        ("ConfigMap", "postgres-config"),
+        ("Service", "postgres-headless"),
+        ("Service", "postgres"),
+        ("StatefulSet", "postgres"),
+    ]
+
+
+def test_rendered_objects_validate_strictly(rendered) -> None:
+    _, _, objects = rendered
+    for path, obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{path.name}: {error}")
+
+
+def test_strict_validation_rejects_an_unknown_field(rendered) -> None:
+    _, _, objects = rendered
+    statefulset = by_kind(objects, "StatefulSet")
+    statefulset["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
+    del statefulset["spec"]["template"]["spec"]["containers"][0]["resource"]
+
+
+def test_rendered_objects_carry_the_variables(rendered) -> None:
+    extra, _, objects = rendered
+    namespace = extra.get("postgres_namespace", "tenantforge")
+    assert {obj["metadata"]["namespace"] for _, obj in objects} == {namespace}
+    statefulset = by_kind(objects, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 1
+    assert statefulset["spec"]["serviceName"] == "postgres-headless"
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == extra.get("postgres_storage_class", "local-path")
+    assert claim["spec"]["resources"]["requests"]["storage"] == extra.get("postgres_storage_size", "10Gi")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    expected_resources = extra.get(
+        "postgres_resources",
+        {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    )
+    assert container["resources"] == expected_resources
+    assert by_kind(objects, "Service", "postgres-headless")["spec"]["clusterIP"] == "None"
+    assert "clusterIP" not in by_kind(objects, "Service", "postgres")["spec"]
+    annotations = statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert set(annotations) == {"tenantforge.io/config-checksum", "tenantforge.io/secrets-checksum"}
+
+
+def test_secret_checksums_change_the_pod_template(tmp_path: Path) -> None:
+    write_secrets(tmp_path)
+    first = by_kind(render(tmp_path, {}), "StatefulSet")
+    second = by_kind(render(tmp_path, {"postgres_secret_checksums": {"postgres-app": "1"}}), "StatefulSet")
+    key = "tenantforge.io/secrets-checksum"
+    assert (
+        first["spec"]["template"]["metadata"]["annotations"][key]
+        != (second["spec"]["template"]["metadata"]["annotations"][key])
+    )
+
+
+def test_rendered_objects_follow_the_policy(rendered) -> None:
+    _, _, objects = rendered
+    statefulset = by_kind(objects, "StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    for container in pod["containers"] + pod.get("initContainers", []):
+        image = container["image"]
+        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+        assert image == "docker.io/library/postgres:15.13-bookworm"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["readinessProbe"] and container["livenessProbe"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        for variable in container["env"]:
+            assert "value" not in variable or "PASSWORD" not in variable["name"]
+    assert not [obj for _, obj in objects if obj["kind"] == "Secret"]
+
+
+def test_rendered_configuration_is_scram_only(rendered) -> None:
+    _, _, objects = rendered
+    data = by_kind(objects, "ConfigMap")["data"]
+    assert "password_encryption = scram-sha-256" in data["postgresql.conf"]
+    rules = [line.split() for line in data["pg_hba.conf"].splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        ["local", "all", "all", "scram-sha-256"],
+        ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "all", "all", "10.42.0.0/16", "scram-sha-256"],
+    ]
+
+
+def test_rendered_files_hold_no_secret_value(rendered) -> None:
+    _, passwords, objects = rendered
+    for path, _ in objects:
+        text = path.read_text()
+        for password in passwords.values():
+            assert password not in text, path
+
+
+# --- local target ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalServer:
+    state_dir: Path
+    port: int
+    passwords: dict[str, str]
+
+    def run(self, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()):
+        return run_playbook(
+            PLAYBOOK,
+            self.state_dir,
+            {"tenantforge_platform_target": "local", "postgres_local_port": self.port, **(extra or {})},
+            args,
+        )
+
+    def connect(
+        self, user: str, password: str | None = None, dbname: str = "tenantforge"
+    ) -> psycopg.Connection:
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=user,
+            password=self.passwords[user] if password is None else password,
+            dbname=dbname,
+            connect_timeout=5,
+        )
+
+    def query(self, sql: str, user: str = "postgres") -> list[tuple[Any, ...]]:
+        with self.connect(user) as connection:
+            return connection.execute(sql).fetchall()
+
+    @property
+    def runner_pid_file(self) -> Path:
+        return self.state_dir / "postgres" / "postgres.pid"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A local server of this module's own: a private state dir and a free port (never 5432)."""
+    state_dir = tmp_path_factory.mktemp("postgres-local")
+    port = free_port()
+    assert port != 5432
+    local = LocalServer(state_dir, port, write_secrets(state_dir))
+    try:
+        yield local
+    finally:
+        local.run({"postgres_local_state": "stopped"})
+        if local.runner_pid_file.exists():
+            os.killpg(int(local.runner_pid_file.read_text()), signal.SIGKILL)
+
+
+def test_check_mode_on_a_fresh_state_dir_starts_nothing(server: LocalServer) -> None:
+    run = server.run(args=("--check",))
+    run.assert_ok()
+    assert run.changed > 0
+    assert not (server.state_dir / "postgres").exists()
+
+
+def test_first_run_starts_postgres_15(server: LocalServer) -> None:
+    run = server.run()
+    run.assert_ok()
+    assert run.changed > 0
+    for password in server.passwords.values():
+        assert password not in run.output
+    ((version,),) = server.query("SHOW server_version_num")
+    assert int(version) // 10000 == 15
+    ((encryption,),) = server.query("SHOW password_encryption")
+    assert encryption == "scram-sha-256"
+    data = server.state_dir / "postgres" / "data"
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert not (server.state_dir / "postgres" / "initdb.pwfile").exists()
+
+
+def test_only_scram_from_loopback(server: LocalServer) -> None:
+    rules = server.query("SELECT type, address, auth_method FROM pg_hba_file_rules ORDER BY line_number")
+    assert rules == [("local", None, "scram-sha-256"), ("host", "127.0.0.1", "scram-sha-256")]
+    ((listen,),) = server.query("SHOW listen_addresses")
+    assert listen == "127.0.0.1"
+    verifiers = server.query("SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin ORDER BY rolname")
+    assert [name for name, _ in verifiers] == sorted(USERS.values())
+    assert all(verifier.startswith("SCRAM-SHA-256$4096:") for _, verifier in verifiers)
+
+
+@pytest.mark.parametrize("user", ["postgres", "tenantforge_owner", "tenantforge_app", "pgbouncer_auth"])
+def test_logins_need_the_right_password(server: LocalServer, user: str) -> None:
+    with server.connect(user) as connection:
+        assert connection.execute("SELECT current_user").fetchone() == (user,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        server.connect(user, password="wrong-" + server.passwords[user])
+
+
+def test_roles_and_database(server: LocalServer) -> None:
+    rows = server.query(
+        "SELECT rolname, rolsuper, rolbypassrls, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles "
+        "WHERE rolname IN ('tenantforge_owner', 'tenantforge_app', 'pgbouncer_auth') ORDER BY rolname"
+    )
+    assert rows == [
+        ("pgbouncer_auth", False, False, False, False, True),
+        ("tenantforge_app", False, False, False, False, True),
+        ("tenantforge_owner", False, False, False, False, True),
+    ]
+    assert server.query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'tenantforge'") == [
+        ("tenantforge_owner",)
+    ]
+    assert server.query("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'") == [
+        ("tenantforge_owner",)
+    ]
+
+
+def test_pgbouncer_auth_query(server: LocalServer) -> None:
+    with server.connect("pgbouncer_auth") as connection:
+        ((usename, passwd),) = connection.execute(
+            "SELECT * FROM pgbouncer.get_auth('tenantforge_app')"
+        ).fetchall()
+        assert usename == "tenantforge_app" and passwd.startswith("SCRAM-SHA-256$")
+        assert connection.execute("SELECT * FROM pgbouncer.get_auth('postgres')").fetchall() == []
+    with server.connect("tenantforge_app") as connection, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        connection.execute("SELECT * FROM pgbouncer.get_auth('postgres')")
+
+
+def test_row_level_security_binds_the_app_role(server: LocalServer) -> None:
+    with server.connect("tenantforge_owner") as owner:
+        owner.execute("CREATE TABLE notes (id serial PRIMARY KEY, org_id text NOT NULL, body text NOT NULL)")
+        owner.execute("ALTER TABLE notes ENABLE ROW LEVEL SECURITY")
+        owner.execute("ALTER TABLE notes FORCE ROW LEVEL SECURITY")
+        owner.execute(
+            "CREATE POLICY org_isolation ON notes USING (org_id = current_setting('app.current_org_id', true)) "
+            "WITH CHECK (org_id = current_setting('app.current_org_id', true))"
+        )
+        for org, body in [("org-a", "a1"), ("org-a", "a2"), ("org-b", "b1")]:
+            owner.execute("SELECT set_config('app.current_org_id', %s, true)", (org,))
+            owner.execute("INSERT INTO notes (org_id, body) VALUES (%s, %s)", (org, body))
+            owner.commit()
+    with server.connect("tenantforge_app") as app:
+        with app.transaction():
+            app.execute("SET LOCAL app.current_org_id = 'org-a'")
+            assert app.execute("SELECT body FROM notes ORDER BY body").fetchall() == [("a1",), ("a2",)]
+        with app.transaction():
+            app.execute("SET LOCAL app.current_org_id = 'org-b'")
+            assert app.execute("SELECT body FROM notes").fetchall() == [("b1",)]
+        assert app.execute("SELECT body FROM notes").fetchall() == []
+        app.commit()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("ALTER TABLE notes DISABLE ROW LEVEL SECURITY")
+        app.rollback()
+        app.execute("SET row_security = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            app.execute("SELECT body FROM notes")
+        app.rollback()
+
+
+def test_second_run_changes_nothing(server: LocalServer) -> None:
+    run = server.run()
+    run.assert_ok()
+    assert run.changed == 0
+
+
+def wait_for_setting(server: LocalServer, name: str, expected: str) -> str:
+    deadline = time.monotonic() + 10
+    while True:
+        ((value,),) = server.query(f"SHOW {name}")
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def test_reloadable_setting_is_reloaded(server: LocalServer) -> None:
+    started = server.query("SELECT pg_postmaster_start_time()")
+    run = server.run({"postgres_log_min_duration_statement": 250})
+    run.assert_ok()
+    assert run.changed == 2  # the file, the reload
+    assert wait_for_setting(server, "log_min_duration_statement", "250ms") == "250ms"
+    assert server.query("SELECT pg_postmaster_start_time()") == started
+    again = server.run({"postgres_log_min_duration_statement": 250})
+    again.assert_ok()
+    assert again.changed == 0
+
+
+# The settings of the last runs: the configuration stays as they left it.
+SETTINGS = {"postgres_log_min_duration_statement": 250, "postgres_max_connections": 120}
+
+
+def test_restart_only_setting_restarts(server: LocalServer) -> None:
+    started = server.query("SELECT pg_postmaster_start_time()")
+    run = server.run(SETTINGS)
+    run.assert_ok()
+    assert run.changed > 0
+    assert server.query("SHOW max_connections") == [("120",)]
+    assert server.query("SELECT pg_postmaster_start_time()") != started
+
+
+def test_data_survives_stop_and_start(server: LocalServer) -> None:
+    stop = server.run({"postgres_local_state": "stopped"})
+    stop.assert_ok()
+    assert stop.changed == 1
+    assert not server.runner_pid_file.exists()
+    with pytest.raises(psycopg.OperationalError):
+        server.connect("postgres")
+    again = server.run({"postgres_local_state": "stopped"})
+    again.assert_ok()
+    assert again.changed == 0
+    start = server.run(SETTINGS)
+    start.assert_ok()
+    assert start.changed == 1  # the start only: the data directory is kept, nothing to bootstrap
+    with server.connect("tenantforge_owner") as owner:
+        owner.execute("SELECT set_config('app.current_org_id', 'org-a', false)")
+        assert owner.execute("SELECT count(*) FROM notes").fetchone() == (2,)
