@@ -134,6 +134,21 @@ class Emulator:
         kept = [line for line in text.splitlines() if not ACCESS_LOG.search(line)]
         return "\n".join(kept[-lines:])
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Start the emulator, stop it at the end; a failure inside also prints the emulator's log."""
+        try:
+            self.start()
+            print(f"emulator on {self.endpoint_url}; working directory {self.workdir}", flush=True)
+            yield
+        except Exception:
+            tail = self.log_tail()
+            if tail:
+                print(f"--- emulator log, last lines ---\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            self.stop()
+
     def recorder(self, action: str) -> str:
         method = "GET" if action == "download-recording" else "POST"
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -609,40 +624,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         key_dir.mkdir(mode=0o700)
         emulator = Emulator(workdir)
         try:
-            emulator.start()
-            print(f"emulator on {emulator.endpoint_url}; working directory {workdir}", flush=True)
+            with emulator.running():
 
-            def playbook(name: str) -> PlaybookRun:
-                print(f"{name}: ansible-playbook {PLAYBOOK} ...", end=" ", flush=True)
-                run = run_playbook(
-                    emulator, state_dir, key_dir, workdir / f"{name.replace(' ', '-')}.log", args.timeout
-                )
-                print(f"{run.seconds:.1f}s, {len(run.calls)} API calls, rc={run.returncode}", flush=True)
-                if run.returncode != 0:
-                    print(run.output[-6000:], file=sys.stderr)
-                    raise BenchmarkError(f"{name}: ansible-playbook failed with exit code {run.returncode}")
-                return run
+                def playbook(name: str) -> PlaybookRun:
+                    print(f"{name}: ansible-playbook {PLAYBOOK} ...", end=" ", flush=True)
+                    run = run_playbook(
+                        emulator, state_dir, key_dir, workdir / f"{name.replace(' ', '-')}.log", args.timeout
+                    )
+                    print(f"{run.seconds:.1f}s, {len(run.calls)} API calls, rc={run.returncode}", flush=True)
+                    if run.returncode != 0:
+                        print(run.output[-6000:], file=sys.stderr)
+                        raise BenchmarkError(
+                            f"{name}: ansible-playbook failed with exit code {run.returncode}"
+                        )
+                    return run
 
-            cold = playbook("cold")
-            reruns = [playbook(f"re-run {i}") for i in range(1, args.runs + 1)]
-            reads = [c for c in reruns[0].calls if c.read_only]
-            baselines = []
-            for i in range(1, args.runs + 1):
-                baselines.append(run_baseline(emulator, reads))
-                print(
-                    f"baseline {i}: {baselines[-1].seconds:.2f}s, {len(baselines[-1].calls)} API calls",
-                    flush=True,
-                )
-            data = figures(cold, reruns, baselines)
-            report(cold, reruns, baselines, data)
+                cold = playbook("cold")
+                reruns = [playbook(f"re-run {i}") for i in range(1, args.runs + 1)]
+                reads = [c for c in reruns[0].calls if c.read_only]
+                baselines = []
+                for i in range(1, args.runs + 1):
+                    baselines.append(run_baseline(emulator, reads))
+                    print(
+                        f"baseline {i}: {baselines[-1].seconds:.2f}s, {len(baselines[-1].calls)} API calls",
+                        flush=True,
+                    )
+                data = figures(cold, reruns, baselines)
+                report(cold, reruns, baselines, data)
         except Exception as error:
-            tail = emulator.log_tail()
-            if tail:
-                print(f"--- emulator log, last lines ---\n{tail}", file=sys.stderr)
             print(f"benchmark failed: {error}", file=sys.stderr)
             return 1
-        finally:
-            emulator.stop()
 
     if args.json:
         args.json.write_text(json.dumps(data, indent=2) + "\n")

@@ -218,36 +218,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp).resolve()
         emulator = Emulator(workdir)
         try:
-            emulator.start()
-            print(f"emulator on {emulator.endpoint_url}; working directory {workdir}", flush=True)
-            started = time.perf_counter()
-            client = create_secrets(emulator, args.secrets)
-            print(f"created {args.secrets} secrets in {time.perf_counter() - started:.1f}s", flush=True)
+            with emulator.running():
+                started = time.perf_counter()
+                client = create_secrets(emulator, args.secrets)
+                print(f"created {args.secrets} secrets in {time.perf_counter() - started:.1f}s", flush=True)
 
-            playbook = playbook_runner(emulator, workdir, args.timeout)
-            measurements = [playbook("cold (playbook)")]
-            warm = [playbook(f"warm {i} (playbook)") for i in range(1, args.runs + 1)]
-            measurements += warm
-            client.put_secret_value(
-                SecretId=f"{PREFIX}service-0000/db",
-                SecretString=json.dumps({"username": "user0", "password": secrets.token_urlsafe(24)}),
-            )
-            measurements.append(playbook("one rotated (playbook)"))
+                playbook = playbook_runner(emulator, workdir, args.timeout)
+                measurements = [playbook("cold (playbook)")]
+                warm = [playbook(f"warm {i} (playbook)") for i in range(1, args.runs + 1)]
+                measurements += warm
+                client.put_secret_value(
+                    SecretId=f"{PREFIX}service-0000/db",
+                    SecretString=json.dumps({"username": "user0", "password": secrets.token_urlsafe(24)}),
+                )
+                measurements.append(playbook("one rotated (playbook)"))
 
-            core = core_runner(emulator, workdir)
-            measurements += [core("core cold (in-process)"), core("core warm (in-process)")]
-            data = report(measurements, args.secrets)
-            if len(warm) > 1:
-                median = statistics.median(m.seconds for m in warm)
-                print(f"warm playbook runs: median {median:.2f}s of {len(warm)}")
+                core = core_runner(emulator, workdir)
+                measurements += [core("core cold (in-process)"), core("core warm (in-process)")]
+                data = report(measurements, args.secrets)
+                if len(warm) > 1:
+                    median = statistics.median(m.seconds for m in warm)
+                    print(f"warm playbook runs: median {median:.2f}s of {len(warm)}")
         except Exception as error:
-            tail = emulator.log_tail()
-            if tail:
-                print(f"--- emulator log, last lines ---\n{tail}", file=sys.stderr)
             print(f"benchmark failed: {error}", file=sys.stderr)
             return 1
-        finally:
-            emulator.stop()
     if args.json:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         print(f"\nfigures written to {args.json}")
