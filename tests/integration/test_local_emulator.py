@@ -126,3 +126,66 @@ def test_the_real_aws_inventory_never_starts_the_emulator(tmp_path: Path) -> Non
     assert "skipping: no hosts matched" in run.output
     assert not (tmp_path / "moto.pid").exists()
     assert not listening(port)
+
+
+def emulator_client(service: str, port: int):
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def test_state_survives_a_stop_and_start_with_the_same_identifiers(tmp_path: Path) -> None:
+    port = free_port()
+    journal = tmp_path / "emulator-journal.jsonl"
+    try:
+        services(tmp_path, port).assert_ok()
+        ec2 = emulator_client("ec2", port)
+        ec2.describe_vpcs()
+        vpc = ec2.create_vpc(
+            CidrBlock="10.77.0.0/16",
+            TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": "kept"}]}],
+        )["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
+        secrets = emulator_client("secretsmanager", port)
+        created = secrets.create_secret(Name="tenantforge/test/kept", SecretString='{"password": "p4ss"}')
+        secrets.get_secret_value(SecretId=created["ARN"])
+        assert journal.stat().st_mode & 0o777 == 0o600
+        # Only what changed state is journaled: the two reads are not.
+        assert len(journal.read_text().splitlines()) == 3
+
+        services(tmp_path, port, "stopped").assert_ok()
+        assert not listening(port)
+        restarted = services(tmp_path, port)
+        restarted.assert_ok()
+        assert restarted.changed == 1
+
+        ec2 = emulator_client("ec2", port)
+        kept = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["kept"]}])["Vpcs"]
+        assert [found["VpcId"] for found in kept] == [vpc]
+        subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        assert [found["SubnetId"] for found in subnets] == [subnet]
+        value = emulator_client("secretsmanager", port).get_secret_value(SecretId="tenantforge/test/kept")
+        assert (value["ARN"], value["VersionId"]) == (created["ARN"], created["VersionId"])
+        assert value["SecretString"] == '{"password": "p4ss"}'
+        assert "replayed 3 requests" in (tmp_path / "moto.log").read_text()
+    finally:
+        services(tmp_path, port, "stopped")
+
+
+def test_an_empty_journal_setting_keeps_the_state_in_memory(tmp_path: Path) -> None:
+    port = free_port()
+    extra = {"local_emulator_port": port, "local_emulator_journal": ""}
+    try:
+        run_playbook("playbooks/local_services.yml", tmp_path, extra).assert_ok()
+        emulator_client("ec2", port).create_vpc(CidrBlock="10.78.0.0/16")
+        assert not list(tmp_path.glob("*journal*"))
+    finally:
+        run_playbook(
+            "playbooks/local_services.yml", tmp_path, {**extra, "tenantforge_local_services_state": "stopped"}
+        )
