@@ -45,11 +45,15 @@ teardown: setup
 
 # Stops every local service this checkout started.
 stop: setup
-	$(BIN)/ansible-playbook playbooks/platform.yml -e postgres_local_state=stopped
+	$(BIN)/ansible-playbook playbooks/platform.yml -e tenantforge_platform_local_state=stopped
 	$(BIN)/ansible-playbook playbooks/local_services.yml -e tenantforge_local_services_state=stopped
 
+# Each benchmark starts and stops a private stack of its own; the one of `make run` is not touched.
 benchmark: setup-dev
 	$(BIN)/python benchmarks/infrastructure.py
+	$(BIN)/python benchmarks/secrets_sync.py
+	$(BIN)/python benchmarks/pgbouncer.py
+	$(BIN)/python benchmarks/rabbitmq.py
 
 clean: stop
 	rm -rf .local

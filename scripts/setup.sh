@@ -26,7 +26,7 @@ apt_install() {
 }
 
 if command -v apt-get >/dev/null 2>&1; then
-  os_packages=(ca-certificates git openssh-client postgresql-15)
+  os_packages=(ca-certificates git openssh-client postgresql-15 pgbouncer rabbitmq-server)
   # Debian's own python3 needs python3-venv for `python -m venv`; a separately installed CPython
   # (pyenv, python.org) ships venv and ensurepip already.
   "$python" -c 'import ensurepip, venv' 2>/dev/null || os_packages+=(python3-venv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,169 @@ def test_bad_input_fails_before_anything_is_created(
     assert "Provision the AWS layer" not in run.output
     assert_nothing_exists(emulator)
     assert not (tmp_path / "ssh").exists()
+
+
+# The fluent_bit role (playbooks/platform.yml): refused while the platform settings are checked,
+# before any component is set up, so nothing is rendered.
+FLUENT_BIT_CASES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "fluent bit log group the AWS layer does not create",
+        {"fluent_bit_journal_log_group": "k3s"},
+        "fluent_bit_journal_log_group",
+    ),
+    (
+        "fluent bit floating image tag",
+        {"fluent_bit_image": "cr.fluentbit.io/fluent/fluent-bit:latest"},
+        "fluent_bit_image",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [case[1:] for case in FLUENT_BIT_CASES],
+    ids=[case[0] for case in FLUENT_BIT_CASES],
+)
+def test_bad_fluent_bit_input_fails_before_anything_is_rendered(
+    tmp_path: Path, overrides: dict[str, Any], variable: str
+) -> None:
+    rendered = tmp_path / "rendered"
+    extra_vars = {
+        "tenantforge_platform_components": ["fluent_bit"],
+        "tenantforge_platform_target": "render",
+        "fluent_bit_render_directory": str(rendered),
+        **overrides,
+    }
+    run = run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+
+    assert run.returncode != 0
+    # The error line itself names the variable (a failed loop item is reported as `failed:`).
+    errors = [line for line in run.output.splitlines() if line.startswith("[ERROR]: ")]
+    assert any(variable in line for line in errors), run.output[-3000:]
+    assert "PLAY [Check the platform settings]" in run.output
+    assert "PLAY [Set up the platform services]" not in run.output
+    assert not rendered.exists()
+
+
+# The rabbitmq role (playbooks/platform.yml, local target): refused while the platform settings are
+# checked, before any node, epmd or state directory exists.
+RABBITMQ_NODES = [
+    {"name": "tenantforge-1", "amqp_port": 5673, "management_port": 15673, "dist_port": 25673},
+    {"name": "tenantforge-2", "amqp_port": 5674, "management_port": 15674, "dist_port": 25674},
+    {"name": "tenantforge-3", "amqp_port": 5675, "management_port": 15675, "dist_port": 25675},
+]
+RABBITMQ_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("rabbitmq with two local nodes", {"rabbitmq_local_nodes": RABBITMQ_NODES[:2]}, "rabbitmq_local_nodes"),
+    (
+        "rabbitmq node without its ports",
+        {"rabbitmq_local_nodes": [*RABBITMQ_NODES[:2], {"name": "tenantforge-3"}]},
+        "rabbitmq_local_nodes",
+    ),
+    (
+        "rabbitmq port beyond 65535",
+        {"rabbitmq_local_nodes": [*RABBITMQ_NODES[:2], {**RABBITMQ_NODES[2], "amqp_port": 70000}]},
+        "rabbitmq_local_nodes",
+    ),
+    (
+        "rabbitmq nodes sharing a port",
+        {"rabbitmq_local_nodes": [*RABBITMQ_NODES[:2], {**RABBITMQ_NODES[2], "management_port": 15673}]},
+        "rabbitmq_local_nodes",
+    ),
+    ("rabbitmq on a public address", {"rabbitmq_local_host": "0.0.0.0"}, "rabbitmq_local_host"),
+    (
+        "rabbitmq unknown plugin",
+        {"rabbitmq_plugins": ["rabbitmq_management", "rabbitmq_peer_discovery_k8s", "rabbitmq_tea"]},
+        "rabbitmq_plugins",
+    ),
+    ("rabbitmq without peer discovery", {"rabbitmq_plugins": ["rabbitmq_management"]}, "rabbitmq_plugins"),
+    (
+        "rabbitmq image before 4.1",
+        {"rabbitmq_image": "docker.io/library/rabbitmq:4.0.9-management"},
+        "rabbitmq_image",
+    ),
+    (
+        "rabbitmq floating image tag",
+        {"rabbitmq_image": "docker.io/library/rabbitmq:management"},
+        "rabbitmq_image",
+    ),
+    ("rabbitmq task type with a dot", {"rabbitmq_task_types": ["echo", "http.check"]}, "rabbitmq_task_types"),
+    ("rabbitmq delivery limit zero", {"rabbitmq_delivery_limit": 0}, "rabbitmq_delivery_limit"),
+    (
+        "rabbitmq memory alarm above 0.9",
+        {"rabbitmq_memory_high_watermark": 1.5},
+        "rabbitmq_memory_high_watermark",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"), [case[1:] for case in RABBITMQ_CASES], ids=[case[0] for case in RABBITMQ_CASES]
+)
+def test_bad_rabbitmq_input_fails_before_anything_starts(
+    tmp_path: Path, overrides: dict[str, Any], variable: str
+) -> None:
+    extra_vars = {
+        "tenantforge_platform_components": ["rabbitmq"],
+        "tenantforge_platform_target": "local",
+        **overrides,
+    }
+    run = run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+
+    assert run.returncode != 0
+    # The error itself, not the loop items around it (a loop of checks names every variable it checks).
+    error = re.search(r"^\[ERROR\]: (.*?)^Origin:", run.output, re.MULTILINE | re.DOTALL)
+    assert error, run.output[-3000:]
+    assert variable in error.group(1)
+    assert "PLAY [Check the platform settings]" in run.output
+    assert "PLAY [Set up the platform services]" not in run.output
+    assert not (tmp_path / "rabbitmq").exists()
+
+
+# --- the platform services (playbooks/platform.yml) ------------------------------------------------
+# Refused by the validation play, which checks every selected component before any is set up: no
+# server is started and nothing is written to the state directory.
+
+PLATFORM_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("pool size not a number", {"pgbouncer_default_pool_size": "twenty"}, "pgbouncer_default_pool_size"),
+    ("statement pooling", {"pgbouncer_pool_mode": "statement"}, "pgbouncer_pool_mode"),
+    ("pgbouncer beyond loopback", {"pgbouncer_local_host": "0.0.0.0"}, "pgbouncer_local_host"),
+    ("min pool above the pool", {"pgbouncer_min_pool_size": 30}, "pgbouncer_min_pool_size"),
+    ("db connections below the pool", {"pgbouncer_max_db_connections": 5}, "pgbouncer_max_db_connections"),
+    ("no client connections", {"pgbouncer_max_client_conn": 0}, "pgbouncer_max_client_conn"),
+    ("pgbouncer port out of range", {"pgbouncer_local_port": 70000}, "pgbouncer_local_port"),
+    (
+        "floating pgbouncer image",
+        {"pgbouncer_image": "docker.io/edoburu/pgbouncer:latest"},
+        "pgbouncer_image",
+    ),
+    (
+        "extra setting replacing the auth",
+        {"pgbouncer_extra_settings": {"auth_type": "trust"}},
+        "pgbouncer_extra_settings",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [case[1:] for case in PLATFORM_CASES],
+    ids=[case[0] for case in PLATFORM_CASES],
+)
+def test_bad_platform_input_fails_before_any_service_starts(
+    tmp_path: Path, overrides: dict[str, Any], variable: str
+) -> None:
+    extra_vars = {
+        "tenantforge_platform_components": ["postgres", "pgbouncer"],
+        "tenantforge_platform_target": "local",
+        **overrides,
+    }
+    run = run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+
+    assert run.returncode != 0
+    # The error itself, not the loop items around it (a loop of checks names every variable it checks).
+    error = re.search(r"^\[ERROR\]: (.*?)^Origin:", run.output, re.MULTILINE | re.DOTALL)
+    assert error, run.output[-3000:]
+    assert variable in error.group(1)
+    assert "PLAY [Check the platform settings]" in run.output
+    assert "PLAY [Set up the platform services]" not in run.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == []

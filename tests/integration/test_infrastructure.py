@@ -305,6 +305,8 @@ def test_secrets_are_generated_with_their_contract_shapes(
         "postgres/app": "tenantforge_app",
         "pgbouncer/auth": "pgbouncer_auth",
         "rabbitmq/admin": "tenantforge_admin",
+        "rabbitmq/orchestrator": "tenantforge_orchestrator",
+        "rabbitmq/worker": "tenantforge_worker",
     }
     expected = {prefix + name for name in [*logins, "rabbitmq/erlang-cookie", "jwt/signing-key", "jwt/jwks"]}
     assert set(secret_values) == expected
@@ -458,13 +460,22 @@ def test_the_secrets_playbook_writes_the_local_target(layer: Layer, created: Pla
         "postgres-superuser",
         "rabbitmq-admin",
         "rabbitmq-erlang-cookie",
+        "rabbitmq-orchestrator",
+        "rabbitmq-worker",
     ]
     assert (root / "postgres-app" / "DATABASE_URL").read_text() == (
-        f"postgresql://tenantforge_app:{app['password']}@127.0.0.1:6432/tenantforge"
+        f"postgresql://tenantforge_app:{app['password']}@127.0.0.1:6433/tenantforge"
     )
     assert (root / "rabbitmq-admin" / "AMQP_URL").read_text() == (
-        f"amqp://tenantforge_admin:{admin['password']}@127.0.0.1:5672/%2F"
+        f"amqp://tenantforge_admin:{admin['password']}@127.0.0.1:5673/%2F"
     )
+    for user in ["orchestrator", "worker"]:
+        login = json.loads(
+            client.get_secret_value(SecretId=f"tenantforge/{ENV}/rabbitmq/{user}")["SecretString"]
+        )
+        assert (root / f"rabbitmq-{user}" / "AMQP_URL").read_text() == (
+            f"amqp://tenantforge_{user}:{login['password']}@127.0.0.1:5673/tenantforge"
+        )
     assert json.loads((root / "jwt-jwks" / "jwks.json").read_text())["keys"]
     assert {stat.S_IMODE(p.stat().st_mode) for p in (root / "postgres-app").iterdir()} == {0o600}
     assert stat.S_IMODE((root / "postgres-app").stat().st_mode) == 0o700

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import signal
@@ -14,14 +15,23 @@ from typing import Any
 import kubernetes_validate
 import psycopg
 import pytest
-import yaml
 from conftest import free_port, run_playbook
+from rendering import (
+    KUBERNETES_VERSION,
+    Rendered,
+    assert_no_secret_in,
+    assert_pod_policy,
+    by_kind,
+    load_rendered,
+    pod_spec,
+    validate_strictly,
+)
 
 pytestmark = pytest.mark.integration
 
 PLAYBOOK = "playbooks/platform.yml"
-# The Kubernetes version of a current k3s that kubernetes-validate ships a schema for.
-KUBERNETES_VERSION = "1.33.0"
+# This module tests the postgres role alone.
+ONLY_POSTGRES = {"tenantforge_platform_components": ["postgres"]}
 USERS = {
     "postgres-superuser": "postgres",
     "postgres-owner": "tenantforge_owner",
@@ -59,16 +69,20 @@ NON_DEFAULT = {
 }
 
 
-def render(tmp_path: Path, extra: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+def render(tmp_path: Path, extra: dict[str, Any]) -> Rendered:
     out = tmp_path / "rendered"
     run = run_playbook(
         PLAYBOOK,
         tmp_path,
-        {"tenantforge_platform_target": "render", "postgres_render_directory": str(out), **extra},
+        {
+            **ONLY_POSTGRES,
+            "tenantforge_platform_target": "render",
+            "postgres_render_directory": str(out),
+            **extra,
+        },
     )
     run.assert_ok()
-    files = sorted(out.glob("*.yaml"))
-    return [(path, yaml.safe_load(path.read_text())) for path in files]
+    return load_rendered(out)
 
 
 @pytest.fixture(scope="module", params=["defaults", "non-default"])
@@ -77,14 +91,6 @@ def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     passwords = write_secrets(tmp_path)
     extra = {} if request.param == "defaults" else NON_DEFAULT
     return extra, passwords, render(tmp_path, extra)
-
-
-def by_kind(objects: list[tuple[Path, dict[str, Any]]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [
-        obj for _, obj in objects if obj["kind"] == kind and (name is None or obj["metadata"]["name"] == name)
-    ]
-    assert len(found) == 1, [obj["metadata"]["name"] for _, obj in objects]
-    return found[0]
 
 
 def test_render_writes_one_file_per_object(rendered) -> None:
@@ -99,20 +105,15 @@ def test_render_writes_one_file_per_object(rendered) -> None:
 
 def test_rendered_objects_validate_strictly(rendered) -> None:
     _, _, objects = rendered
-    for path, obj in objects:
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            pytest.fail(f"{path.name}: {error}")
+    validate_strictly(objects)
 
 
 def test_strict_validation_rejects_an_unknown_field(rendered) -> None:
     _, _, objects = rendered
-    statefulset = by_kind(objects, "StatefulSet")
+    statefulset = copy.deepcopy(by_kind(objects, "StatefulSet"))
     statefulset["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
-    del statefulset["spec"]["template"]["spec"]["containers"][0]["resource"]
 
 
 def test_rendered_objects_carry_the_variables(rendered) -> None:
@@ -148,23 +149,31 @@ def test_secret_checksums_change_the_pod_template(tmp_path: Path) -> None:
     )
 
 
+def test_only_the_secrets_the_pod_reads_roll_it(tmp_path: Path) -> None:
+    """The last sync's checksums (platform_secrets_checksums) reach the annotation for the superuser
+    Secret, whose password the pod reads; the others' passwords are set by the bootstrap, not the pod."""
+    write_secrets(tmp_path)
+    key = "tenantforge.io/secrets-checksum"
+
+    def annotation(checksums: dict[str, str]) -> str:
+        statefulset = by_kind(render(tmp_path, {"platform_secrets_checksums": checksums}), "StatefulSet")
+        return str(statefulset["spec"]["template"]["metadata"]["annotations"][key])
+
+    unrelated = annotation({"tenantforge/postgres-app": "1"})
+    assert annotation({}) == unrelated
+    assert annotation({"tenantforge/postgres-superuser": "1"}) != unrelated
+    assert annotation({"tenantforge/postgres-superuser": "2"}) != annotation(
+        {"tenantforge/postgres-superuser": "1"}
+    )
+
+
 def test_rendered_objects_follow_the_policy(rendered) -> None:
     _, _, objects = rendered
     statefulset = by_kind(objects, "StatefulSet")
-    pod = statefulset["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] != 0
-    for container in pod["containers"] + pod.get("initContainers", []):
-        image = container["image"]
-        assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
-        assert image == "docker.io/library/postgres:15.13-bookworm"
-        assert container["resources"]["requests"] and container["resources"]["limits"]
-        assert container["readinessProbe"] and container["livenessProbe"]
-        assert container["securityContext"]["allowPrivilegeEscalation"] is False
-        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-        for variable in container["env"]:
-            assert "value" not in variable or "PASSWORD" not in variable["name"]
-    assert not [obj for _, obj in objects if obj["kind"] == "Secret"]
+    assert_pod_policy(statefulset)
+    assert pod_spec(statefulset)["securityContext"]["runAsUser"] == 999
+    images = {container["image"] for container in pod_spec(statefulset)["containers"]}
+    assert images == {"docker.io/library/postgres:15.13-bookworm"}
 
 
 def test_rendered_configuration_is_scram_only(rendered) -> None:
@@ -181,10 +190,7 @@ def test_rendered_configuration_is_scram_only(rendered) -> None:
 
 def test_rendered_files_hold_no_secret_value(rendered) -> None:
     _, passwords, objects = rendered
-    for path, _ in objects:
-        text = path.read_text()
-        for password in passwords.values():
-            assert password not in text, path
+    assert_no_secret_in(objects, list(passwords.values()))
 
 
 # --- local target ----------------------------------------------------------------------------------
@@ -200,7 +206,14 @@ class LocalServer:
         return run_playbook(
             PLAYBOOK,
             self.state_dir,
-            {"tenantforge_platform_target": "local", "postgres_local_port": self.port, **(extra or {})},
+            {
+                **ONLY_POSTGRES,
+                "tenantforge_platform_target": "local",
+                "postgres_local_port": self.port,
+                # The bundle has a test of its own: the others count the server's changes only.
+                "postgres_local_bundle": False,
+                **(extra or {}),
+            },
             args,
         )
 
@@ -235,7 +248,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     try:
         yield local
     finally:
-        local.run({"postgres_local_state": "stopped"})
+        local.run({"tenantforge_platform_local_state": "stopped"})
         if local.runner_pid_file.exists():
             os.killpg(int(local.runner_pid_file.read_text()), signal.SIGKILL)
 
@@ -346,6 +359,18 @@ def test_second_run_changes_nothing(server: LocalServer) -> None:
     assert run.changed == 0
 
 
+def test_local_target_writes_the_bundle_it_would_apply(server: LocalServer, tmp_path: Path) -> None:
+    run = server.run({"postgres_local_bundle": True})
+    run.assert_ok()
+    assert run.changed == 2  # the directory, the files
+    bundle = load_rendered(server.state_dir / "manifests" / "postgres")
+    rendered = render(tmp_path, {})
+    assert [obj for _, obj in bundle] == [obj for _, obj in rendered]
+    again = server.run({"postgres_local_bundle": True})
+    again.assert_ok()
+    assert again.changed == 0
+
+
 def wait_for_setting(server: LocalServer, name: str, expected: str) -> str:
     deadline = time.monotonic() + 10
     while True:
@@ -381,13 +406,13 @@ def test_restart_only_setting_restarts(server: LocalServer) -> None:
 
 
 def test_data_survives_stop_and_start(server: LocalServer) -> None:
-    stop = server.run({"postgres_local_state": "stopped"})
+    stop = server.run({"tenantforge_platform_local_state": "stopped"})
     stop.assert_ok()
     assert stop.changed == 1
     assert not server.runner_pid_file.exists()
     with pytest.raises(psycopg.OperationalError):
         server.connect("postgres")
-    again = server.run({"postgres_local_state": "stopped"})
+    again = server.run({"tenantforge_platform_local_state": "stopped"})
     again.assert_ok()
     assert again.changed == 0
     start = server.run(SETTINGS)
@@ -396,3 +421,20 @@ def test_data_survives_stop_and_start(server: LocalServer) -> None:
     with server.connect("tenantforge_owner") as owner:
         owner.execute("SELECT set_config('app.current_org_id', 'org-a', false)")
         assert owner.execute("SELECT count(*) FROM notes").fetchone() == (2,)
+
+
+def test_other_superuser_credentials_are_refused_with_the_way_out(server: LocalServer) -> None:
+    password_file = server.state_dir / "secrets" / "tenantforge" / "postgres-superuser" / "password"
+    kept = password_file.read_text()
+    password_file.write_text(secrets.token_urlsafe(24))
+    try:
+        run = server.run(SETTINGS)
+        assert run.returncode != 0
+        assert "does not accept the superuser of the synced secret postgres-superuser" in run.output
+        assert "password authentication failed" in run.output
+        assert kept not in run.output
+    finally:
+        password_file.write_text(kept)
+    again = server.run(SETTINGS)
+    again.assert_ok()
+    assert again.changed == 0
