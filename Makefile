@@ -6,7 +6,7 @@ PLAYBOOK_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test setup setup-dev lint sanity unit integration stop teardown benchmark clean
+.PHONY: run test setup setup-dev lint sanity unit integration stop teardown benchmark clean docker molecule
 
 run: setup
 	$(BIN)/ansible-playbook site.yml $(PLAYBOOK_ARGS)
@@ -32,6 +32,14 @@ lint: setup-dev sanity
 # ansible-test sanity on the collection's plugins, in a copy under .local/sanity (see the script).
 sanity: setup-dev
 	scripts/sanity.sh
+
+# Docker for the Molecule scenarios: Debian's docker.io, the daemon, the local Debian 12 image (root).
+docker:
+	scripts/docker.sh
+
+# The k3s role's Molecule scenario (molecule/k3s); `make test` runs it too (tests/integration/test_molecule_k3s.py).
+molecule: setup-dev docker
+	$(BIN)/molecule test -s k3s
 
 unit: setup-dev
 	$(BIN)/pytest tests/unit

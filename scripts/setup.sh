@@ -9,21 +9,8 @@ venv=${VENV:-$root/.venv}
 python=${PYTHON:-python3}
 with_dev=${1:-}
 
-log() { printf '==> %s\n' "$*"; }
-
-apt_install() {
-  # Install only what is missing; needs root (or sudo) only when something is missing.
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  ((${#missing[@]})) || return 0
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  log "Installing OS packages: ${missing[*]}"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 if command -v apt-get >/dev/null 2>&1; then
   os_packages=(ca-certificates git openssh-client postgresql-15 pgbouncer rabbitmq-server)
