@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,46 @@ def assert_no_secret_in(objects: Rendered, secret_values: list[str]) -> None:
         text = path.read_text()
         for value in secret_values:
             assert value not in text, path
+
+
+def run_job_locally(
+    job: dict[str, Any],
+    config_maps: Rendered,
+    secrets_root: Path,
+    workdir: Path,
+    overrides: dict[str, str],
+    path: str,
+) -> subprocess.CompletedProcess[str]:
+    """Runs a rendered Job's one container on this machine as the kubelet would start it: its command,
+    the ConfigMaps it mounts as files under `workdir` (its workingDir), its environment with every
+    secretKeyRef read from the synced secret files (`<secrets_root>/<namespace>/<secret>/<key>`), and
+    `overrides` for what differs here (the addresses of the cluster's Services). Nothing else of this
+    process's environment is passed on, PATH aside."""
+    namespace = job["metadata"]["namespace"]
+    pod = pod_spec(job)
+    (container,) = pod["containers"]
+    maps = {obj["metadata"]["name"]: obj for _, obj in config_maps if obj["kind"] == "ConfigMap"}
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if mount["mountPath"] != container["workingDir"]:
+            continue
+        source = volumes[mount["name"]]["configMap"]["name"]
+        for key, value in maps[source]["data"].items():
+            (workdir / key).write_text(value)
+    env = {"PATH": path}
+    for variable in container.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            env[variable["name"]] = (secrets_root / namespace / ref["name"] / ref["key"]).read_text()
+    env.update(overrides)
+    return subprocess.run(
+        container["command"] + container.get("args", []),
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

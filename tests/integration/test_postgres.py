@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import secrets
 import signal
 import time
@@ -24,6 +25,7 @@ from rendering import (
     by_kind,
     load_rendered,
     pod_spec,
+    run_job_locally,
     validate_strictly,
 )
 
@@ -100,7 +102,15 @@ def test_render_writes_one_file_per_object(rendered) -> None:
         ("Service", "postgres-headless"),
         ("Service", "postgres"),
         ("StatefulSet", "postgres"),
+        ("ConfigMap", "postgres-bootstrap"),
+        ("Job", bootstrap_job(objects)["metadata"]["name"]),
     ]
+    assert re.fullmatch(r"postgres-bootstrap-[0-9a-f]{10}", bootstrap_job(objects)["metadata"]["name"])
+
+
+def bootstrap_job(objects: Rendered) -> dict[str, Any]:
+    (job,) = [obj for _, obj in objects if obj["kind"] == "Job"]
+    return job
 
 
 def test_rendered_objects_validate_strictly(rendered) -> None:
@@ -174,11 +184,40 @@ def test_rendered_objects_follow_the_policy(rendered) -> None:
     assert pod_spec(statefulset)["securityContext"]["runAsUser"] == 999
     images = {container["image"] for container in pod_spec(statefulset)["containers"]}
     assert images == {"docker.io/library/postgres:15.13-bookworm"}
+    # The Job runs to completion: no probes, the rest of the policy holds.
+    job = bootstrap_job(objects)
+    assert_pod_policy(job, probes=False)
+    assert pod_spec(job)["containers"][0]["image"] == "docker.io/library/postgres:15.13-bookworm"
+
+
+def test_the_bootstrap_job_is_never_selected_as_the_server(rendered) -> None:
+    _, _, objects = rendered
+    labels = bootstrap_job(objects)["spec"]["template"]["metadata"]["labels"]
+    selectors = [by_kind(objects, "StatefulSet")["spec"]["selector"]["matchLabels"]] + [
+        obj["spec"]["selector"] for _, obj in objects if obj["kind"] == "Service"
+    ]
+    for selector in selectors:
+        assert not selector.items() <= labels.items(), selector
+
+
+def test_the_bootstrap_job_reruns_when_its_script_or_secrets_change(tmp_path: Path) -> None:
+    """Its name hashes the script, the image and the four Secrets it reads: applying it again changes
+    nothing, a rotated password (or another database) makes a new Job."""
+    write_secrets(tmp_path)
+
+    def name(extra: dict[str, Any]) -> str:
+        return str(bootstrap_job(render(tmp_path, extra))["metadata"]["name"])
+
+    first = name({})
+    assert name({"platform_secrets_checksums": {"tenantforge/pgbouncer-config": "1"}}) == first
+    rotated = {name({"platform_secrets_checksums": {f"tenantforge/{secret}": "1"}}) for secret in USERS}
+    assert len(rotated) == len(USERS) and first not in rotated
+    assert name({"postgres_database": "other"}) != first
 
 
 def test_rendered_configuration_is_scram_only(rendered) -> None:
     _, _, objects = rendered
-    data = by_kind(objects, "ConfigMap")["data"]
+    data = by_kind(objects, "ConfigMap", "postgres-config")["data"]
     assert "password_encryption = scram-sha-256" in data["postgresql.conf"]
     rules = [line.split() for line in data["pg_hba.conf"].splitlines() if line and not line.startswith("#")]
     assert rules == [
@@ -438,3 +477,62 @@ def test_other_superuser_credentials_are_refused_with_the_way_out(server: LocalS
     again = server.run(SETTINGS)
     again.assert_ok()
     assert again.changed == 0
+
+
+# --- the cluster's bootstrap Job, run here --------------------------------------------------------
+
+# What the bootstrap leaves in the catalog: roles, the database, schemas, default privileges and the
+# auth function, with every access list sorted (the order of grants is not part of the result).
+CATALOG = {
+    "roles": "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, "
+    "rolreplication, rolbypassrls, left(rolpassword, 19) FROM pg_authid "
+    "WHERE rolname IN ('tenantforge_owner', 'tenantforge_app', 'pgbouncer_auth') ORDER BY rolname",
+    "database": "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), "
+    "ARRAY(SELECT unnest(datacl)::text ORDER BY 1) FROM pg_database WHERE datname = 'tenantforge'",
+    "schemas": "SELECT nspname, pg_get_userbyid(nspowner), ARRAY(SELECT unnest(nspacl)::text ORDER BY 1) "
+    "FROM pg_namespace WHERE nspname IN ('public', 'pgbouncer') ORDER BY nspname",
+    "default privileges": "SELECT pg_get_userbyid(defaclrole), defaclnamespace::regnamespace::text, "
+    "defaclobjtype, ARRAY(SELECT unnest(defaclacl)::text ORDER BY 1) FROM pg_default_acl ORDER BY 1, 2, 3",
+    "auth function": "SELECT pg_get_userbyid(proowner), prosrc, prosecdef, provolatile, proconfig, "
+    "pg_get_function_result(oid), ARRAY(SELECT unnest(proacl)::text ORDER BY 1) FROM pg_proc "
+    "WHERE oid = to_regprocedure('pgbouncer.get_auth(text)')",
+}
+
+
+def catalog(server: LocalServer) -> dict[str, list[tuple[Any, ...]]]:
+    with server.connect("postgres") as connection:
+        return {name: connection.execute(sql).fetchall() for name, sql in CATALOG.items()}
+
+
+def test_the_bootstrap_job_builds_what_the_role_builds(server: LocalServer, tmp_path: Path) -> None:
+    """The cluster's Job (its command, script and environment, secrets resolved as the kubelet would)
+    against the real server: from an empty server it leaves the catalog exactly as tasks/bootstrap.yml
+    does, a second run changes nothing, and the role finds nothing to change after it."""
+    by_role = catalog(server)
+    assert by_role["roles"] and by_role["auth function"]
+    objects = render(tmp_path, {})
+    with server.connect("postgres", dbname="postgres") as admin:
+        admin.autocommit = True
+        admin.execute("DROP DATABASE tenantforge WITH (FORCE)")
+        admin.execute("DROP ROLE tenantforge_owner, tenantforge_app, pgbouncer_auth")
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    for attempt in ("first", "second"):
+        job = run_job_locally(
+            bootstrap_job(objects),
+            objects,
+            server.state_dir / "secrets",
+            workdir,
+            # The client Service's address in the cluster; the image's PATH has psql and pg_isready.
+            {"PGHOST": "127.0.0.1", "PGPORT": str(server.port)},
+            f"/usr/lib/postgresql/15/bin:{os.environ['PATH']}",
+        )
+        assert job.returncode == 0, f"{attempt} run: {job.stdout}{job.stderr}"
+        assert job.stdout == job.stderr == "", attempt
+        assert catalog(server) == by_role, attempt
+    for user in USERS.values():
+        with server.connect(user) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (user,)
+    run = server.run(SETTINGS)
+    run.assert_ok()
+    assert run.changed == 0
