@@ -169,6 +169,11 @@ RABBITMQ_CASES: list[tuple[str, dict[str, Any], str]] = [
         {"rabbitmq_memory_high_watermark": 1.5},
         "rabbitmq_memory_high_watermark",
     ),
+    (
+        "access job floating image tag",
+        {"rabbitmq_access_image": "docker.io/library/python:slim"},
+        "rabbitmq_access_image",
+    ),
 ]
 
 
@@ -217,6 +222,12 @@ PLATFORM_CASES: list[tuple[str, dict[str, Any], str]] = [
         {"pgbouncer_extra_settings": {"auth_type": "trust"}},
         "pgbouncer_extra_settings",
     ),
+    (
+        "bootstrap job without a memory limit",
+        {"postgres_bootstrap_resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}},
+        "postgres_bootstrap_resources",
+    ),
+    ("bootstrap job without time", {"postgres_bootstrap_timeout": 0}, "postgres_bootstrap_timeout"),
 ]
 
 

@@ -30,6 +30,8 @@ from rendering import (
     assert_pod_policy,
     by_kind,
     load_rendered,
+    pod_spec,
+    run_job_locally,
     validate_strictly,
 )
 
@@ -125,7 +127,7 @@ def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def configmap_data(objects: Rendered) -> dict[str, str]:
-    return by_kind(objects, "ConfigMap")["data"]
+    return by_kind(objects, "ConfigMap", "rabbitmq-config")["data"]
 
 
 def test_render_writes_one_file_per_object(rendered) -> None:
@@ -139,7 +141,15 @@ def test_render_writes_one_file_per_object(rendered) -> None:
         "05-service-rabbitmq.yaml",
         "06-poddisruptionbudget-rabbitmq.yaml",
         "07-statefulset-rabbitmq.yaml",
+        "08-configmap-rabbitmq-access.yaml",
+        f"09-job-{access_job(objects)['metadata']['name']}.yaml",
     ]
+    assert re.fullmatch(r"rabbitmq-access-[0-9a-f]{10}", access_job(objects)["metadata"]["name"])
+
+
+def access_job(objects: Rendered) -> dict[str, Any]:
+    (job,) = [obj for _, obj in objects if obj["kind"] == "Job"]
+    return job
 
 
 def test_rendered_objects_validate_strictly(rendered) -> None:
@@ -202,6 +212,55 @@ def test_rendered_objects_follow_the_policy(rendered) -> None:
     for container in pod["containers"] + pod["initContainers"]:
         assert container["image"] == IMAGE
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The access Job runs to completion: no probes, the rest of the policy holds.
+    job = access_job(objects)
+    assert_pod_policy(job, probes=False)
+    (container,) = pod_spec(job)["containers"]
+    assert container["image"] == "docker.io/library/python:3.12.11-slim-bookworm"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod_spec(job)["automountServiceAccountToken"] is False
+
+
+def test_the_access_job_is_never_selected_as_a_node(rendered) -> None:
+    _, _, objects = rendered
+    labels = access_job(objects)["spec"]["template"]["metadata"]["labels"]
+    selectors = [
+        obj["spec"]["selector"].get("matchLabels", obj["spec"]["selector"])
+        for _, obj in objects
+        if obj["kind"] in ("Service", "StatefulSet", "PodDisruptionBudget")
+    ]
+    assert len(selectors) == 4
+    for selector in selectors:
+        assert not selector.items() <= labels.items(), selector
+
+
+def test_the_access_request_holds_no_secret(rendered) -> None:
+    """Its ConfigMap names environment variables; the Job sets them from the Secrets."""
+    _, _, objects = rendered
+    request = json.loads(by_kind(objects, "ConfigMap", "rabbitmq-access")["data"]["request.json"])
+    assert request["url"] == {"env": "RABBITMQ_MANAGEMENT_URL"}
+    assert request["admin"] == {
+        "username": {"env": "RABBITMQ_ADMIN_USERNAME"},
+        "password": {"env": "RABBITMQ_ADMIN_PASSWORD"},
+    }
+    assert [user["password"] for user in request["users"]] == [
+        {"env": f"RABBITMQ_{name}_PASSWORD"} for name in ("ADMIN", "ORCHESTRATOR", "WORKER")
+    ]
+    (container,) = pod_spec(access_job(objects))["containers"]
+    from_secrets = {
+        variable["name"]: variable["valueFrom"]["secretKeyRef"]["name"]
+        for variable in container["env"]
+        if "valueFrom" in variable
+    }
+    assert from_secrets == {
+        f"RABBITMQ_{name}_{key}": secret
+        for name, secret in (
+            ("ADMIN", "rabbitmq-admin"),
+            ("ORCHESTRATOR", "rabbitmq-orchestrator"),
+            ("WORKER", "rabbitmq-worker"),
+        )
+        for key in ("USERNAME", "PASSWORD")
+    }
 
 
 def test_rbac_grants_nothing(rendered) -> None:
@@ -325,6 +384,18 @@ def test_secret_checksums_change_the_pod_template(tmp_path: Path) -> None:
     )
 
 
+def test_the_access_job_reruns_when_its_secrets_change(tmp_path: Path) -> None:
+    write_secrets(tmp_path)
+
+    def name(extra: dict[str, Any]) -> str:
+        return str(access_job(render(tmp_path, extra))["metadata"]["name"])
+
+    first = name({})
+    assert name({"platform_secrets_checksums": {"tenantforge/rabbitmq-erlang-cookie": "1"}}) == first
+    rotated = {name({"platform_secrets_checksums": {f"tenantforge/{secret}": "1"}}) for secret in USERS}
+    assert len(rotated) == len(USERS) and first not in rotated
+
+
 # --- local target ----------------------------------------------------------------------------------
 
 
@@ -365,14 +436,17 @@ class LocalStack:
             args,
         )
 
-    def api(self, path: str, node: Node | None = None) -> Any:
+    def api(self, path: str, node: Node | None = None, method: str = "GET") -> Any:
         node = node or self.nodes[0]
         token = base64.b64encode(f"{ADMIN}:{self.values[ADMIN]}".encode()).decode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{node.management_port}{path}", headers={"Authorization": f"Basic {token}"}
+            f"http://127.0.0.1:{node.management_port}{path}",
+            headers={"Authorization": f"Basic {token}"},
+            method=method,
         )
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+            content = response.read()
+            return json.loads(content) if content else None
 
     def connect(
         self, user: str, node: Node | None = None, password: str | None = None
@@ -708,3 +782,46 @@ def test_stop_and_start_keep_the_data(stack: LocalStack) -> None:
         channel = connection.channel()
         method, _, body = channel.basic_get("tasks.echo", auto_ack=True)
         assert method is not None and body == b"kept"
+
+
+def test_the_access_job_restores_what_the_role_applies(stack: LocalStack, tmp_path: Path) -> None:
+    """The cluster's access Job (its command, script, request and environment, secrets resolved as the
+    kubelet would) against the three local nodes: with the orchestrator and worker users deleted it
+    creates them again with their passwords and permissions, a second run changes nothing, and the
+    role finds nothing to change after it."""
+
+    def users() -> dict[str, list[str]]:
+        return {user["name"]: user["tags"] for user in stack.api("/api/users")}
+
+    before, permissions = users(), stack.api("/api/permissions")
+    for user in (ORCHESTRATOR, WORKER):
+        stack.api(f"/api/users/{user}", method="DELETE")
+    objects = render(tmp_path, {})
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    created = [
+        action
+        for user in (ORCHESTRATOR, WORKER)
+        for action in (f"create user {user}", f"set the permissions of user {user} in vhost {VHOST}")
+    ]
+    for expected in (created, []):
+        job = run_job_locally(
+            access_job(objects),
+            objects,
+            stack.state_dir / "secrets",
+            workdir,
+            # The client Service's address in the cluster.
+            {"RABBITMQ_MANAGEMENT_URL": f"http://127.0.0.1:{stack.nodes[1].management_port}"},
+            os.environ["PATH"],
+        )
+        assert job.returncode == 0, job.stdout + job.stderr
+        assert json.loads(job.stdout)["actions"] == expected
+        for value in stack.values.values():
+            assert value not in job.stdout + job.stderr
+    assert users() == before
+    assert stack.api("/api/permissions") == permissions
+    for user in (ORCHESTRATOR, WORKER):
+        stack.connect(user).close()
+    run = stack.run()
+    run.assert_ok()
+    assert run.changed == 0, changed_tasks(run.output)

@@ -10,7 +10,10 @@ Reads one JSON request on standard input (it carries passwords, so never the com
      "users": [{"username": ..., "password": ..., "tags": [...],
                 "permissions": {"<vhost>": {"configure": ..., "write": ..., "read": ...}}}]}
 
-and talks to the management HTTP API as the administrator. Every item is read first and written only
+and talks to the management HTTP API as the administrator. With `--request FILE` the request is read
+from that file instead; there (as anywhere in the request) a value written {"env": "NAME"} is taken
+from the environment variable NAME, so the cluster's Job keeps its request in a ConfigMap and its
+passwords in Secrets. Every item is read first and written only
 when it differs, so a second run writes nothing. Passwords are compared with the salted hash the
 broker stores and set as such a hash: no password is sent over HTTP or printed. With --check nothing
 is written. Prints {"actions": [...]}: what was (or would be) changed, naming users, exchanges and
@@ -20,6 +23,7 @@ is an error, naming the item.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -178,6 +182,20 @@ def plan_users(api: Api, users: list[dict[str, Any]]) -> list[tuple[str, str, st
     return steps
 
 
+def resolve(value: Any) -> Any:
+    """The request with every {"env": "NAME"} replaced by the value of that environment variable."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            name = value["env"]
+            if name not in os.environ:
+                raise AccessError(f"the environment variable {name} is not set")
+            return os.environ[name]
+        return {key: resolve(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item) for item in value]
+    return value
+
+
 def apply(request: dict[str, Any], check_mode: bool) -> list[str]:
     admin = request["admin"]
     api = Api(request["url"], admin["username"], admin["password"])
@@ -194,10 +212,17 @@ def apply(request: dict[str, Any], check_mode: bool) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    check_mode = "--check" in argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--check", action="store_true", help="report what would change, change nothing")
+    parser.add_argument("--request", type=argparse.FileType(), default=sys.stdin, help="the request (stdin)")
+    options = parser.parse_args(argv)
+    check_mode = options.check
     try:
-        actions = apply(json.load(sys.stdin), check_mode)
-    except (AccessError, KeyError, ValueError) as error:
+        actions = apply(resolve(json.load(options.request)), check_mode)
+    except KeyError as error:
+        sys.stderr.write(f"the request has no {error.args[0]!r}\n")
+        return 1
+    except (AccessError, ValueError) as error:
         sys.stderr.write(f"{error}\n")
         return 1
     sys.stdout.write(json.dumps({"actions": actions, "check_mode": check_mode}) + "\n")
