@@ -6,7 +6,7 @@ PLAYBOOK_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test setup setup-dev lint sanity unit integration stop teardown benchmark clean docker molecule
+.PHONY: run test setup setup-dev lint sanity unit integration stop teardown benchmark clean docker molecule molecule-k3s molecule-platform
 
 run: setup
 	$(BIN)/ansible-playbook site.yml $(PLAYBOOK_ARGS)
@@ -37,9 +37,19 @@ sanity: setup-dev
 docker:
 	scripts/docker.sh
 
-# The k3s role's Molecule scenario (molecule/k3s); `make test` runs it too (tests/integration/test_molecule_k3s.py).
-molecule: setup-dev docker
+# The Molecule scenarios (molecule/README.md); `make test` runs them too (tests/integration/test_molecule_*.py).
+molecule: molecule-k3s molecule-platform
+
+# The k3s role in a local Debian 12 container (molecule/k3s).
+molecule-k3s: setup-dev docker
 	$(BIN)/molecule test -s k3s
+
+# The platform roles, run on this machine as `make run` runs them (no Docker), on ports of their own.
+molecule-platform: setup-dev
+	$(BIN)/molecule test -s postgres
+	$(BIN)/molecule test -s pgbouncer
+	$(BIN)/molecule test -s rabbitmq
+	$(BIN)/molecule test -s fluent_bit
 
 unit: setup-dev
 	$(BIN)/pytest tests/unit

@@ -7,7 +7,6 @@ starts it and builds the image). It is skipped only when Docker cannot be starte
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIN, REPO, run_playbook
+from conftest import REPO, run_playbook
+from molecule_run import run_molecule
 
 pytestmark = pytest.mark.integration
 
@@ -33,23 +33,13 @@ def test_molecule_scenario_installs_upgrades_and_stays_idempotent() -> None:
         pytest.skip(f"Docker cannot be started here: {docker.stderr.strip()}")
     assert docker.returncode == 0, docker.stdout + docker.stderr
 
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
-    env.pop("ANSIBLE_CONFIG", None)
-    run = subprocess.run(
-        [str(BIN / "molecule"), "test", "--scenario-name", "k3s"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
+    run = run_molecule("k3s")
+    output = run.output
     assert run.returncode == 0, output[-8000:]
 
     # Every step of the sequence ran and succeeded, idempotence twice (first release, then upgraded).
-    steps = re.findall(r"^k3s (?:➜|>) (\w+): Executed: (.+)$", output, re.MULTILINE)
-    assert [step for step, result in steps if result.startswith("Successful")] == [
+    steps = run.steps()
+    assert run.successful_steps() == [
         "destroy",
         "syntax",
         "create",
