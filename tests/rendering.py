@@ -1,4 +1,5 @@
-"""Checks shared by the tests of every role's render target: loading, schema validation and policy."""
+"""Shared by the tests of every role's render target: rendering one role, the synced secret files it
+reads, loading, schema validation and policy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import run_playbook
 
 # The Kubernetes version of the pinned k3s release (roles/k3s), which kubernetes-validate ships a
 # schema for.
@@ -20,6 +22,36 @@ Rendered = list[tuple[Path, dict[str, Any]]]
 def load_rendered(directory: Path) -> Rendered:
     """The objects of a render directory in file order: one object per file."""
     return [(path, yaml.safe_load(path.read_text())) for path in sorted(directory.glob("*.yaml"))]
+
+
+def render_component(role: str, tmp_path: Path, extra: dict[str, Any]) -> Rendered:
+    """Runs playbooks/platform.yml's render target for `role` alone, with `tmp_path` as the state
+    directory, and returns the objects it wrote to `<tmp_path>/rendered`."""
+    out = tmp_path / "rendered"
+    run = run_playbook(
+        "playbooks/platform.yml",
+        tmp_path,
+        {
+            "tenantforge_platform_components": [role],
+            "tenantforge_platform_target": "render",
+            f"{role}_render_directory": str(out),
+            **extra,
+        },
+    )
+    run.assert_ok()
+    return load_rendered(out)
+
+
+def write_secret_files(state_dir: Path, secrets: dict[str, dict[str, str]]) -> None:
+    """The synced secret files the roles read, as the secrets sync writes them: secret name -> {key:
+    value} becomes `<state_dir>/secrets/tenantforge/<secret>/<key>`, 0600 in a 0700 directory."""
+    for secret, keys in secrets.items():
+        directory = state_dir / "secrets" / "tenantforge" / secret
+        directory.mkdir(parents=True, mode=0o700)
+        for key, value in keys.items():
+            path = directory / key
+            path.write_text(value)
+            path.chmod(0o600)
 
 
 def by_kind(objects: Rendered, kind: str, name: str | None = None) -> dict[str, Any]:

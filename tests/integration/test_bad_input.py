@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Emulator, assert_nothing_exists, run_playbook
+from conftest import REPO, Emulator, PlaybookRun, assert_nothing_exists, run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +79,39 @@ def test_bad_input_fails_before_anything_is_created(
     assert not (tmp_path / "ssh").exists()
 
 
-# The fluent_bit role (playbooks/platform.yml): refused while the platform settings are checked,
-# before any component is set up, so nothing is rendered.
+# --- the platform services (playbooks/platform.yml) ------------------------------------------------
+# Refused by the validation play, which checks every selected component before any is set up.
+
+
+def run_platform(
+    tmp_path: Path, components: list[str], target: str, overrides: dict[str, Any]
+) -> PlaybookRun:
+    extra_vars = {
+        "tenantforge_platform_components": components,
+        "tenantforge_platform_target": target,
+        **overrides,
+    }
+    return run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+
+
+def assert_stopped_by_the_checks(run: PlaybookRun) -> None:
+    """The playbook failed in its validation play, before the play that sets the components up."""
+    assert run.returncode != 0
+    assert "PLAY [Check the platform settings]" in run.output
+    assert "PLAY [Set up the platform services]" not in run.output
+
+
+def assert_refused(run: PlaybookRun, variable: str) -> str:
+    """Stopped by the checks, with an error that names `variable`; returns the error's text."""
+    assert_stopped_by_the_checks(run)
+    # The error itself, not the loop items around it (a loop of checks names every variable it checks).
+    error = re.search(r"^\[ERROR\]: (.*?)^Origin:", run.output, re.MULTILINE | re.DOTALL)
+    assert error, run.output[-3000:]
+    assert variable in error.group(1)
+    return error.group(1)
+
+
+# The fluent_bit role (render target): nothing is rendered.
 FLUENT_BIT_CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "fluent bit log group the AWS layer does not create",
@@ -104,25 +135,18 @@ def test_bad_fluent_bit_input_fails_before_anything_is_rendered(
     tmp_path: Path, overrides: dict[str, Any], variable: str
 ) -> None:
     rendered = tmp_path / "rendered"
-    extra_vars = {
-        "tenantforge_platform_components": ["fluent_bit"],
-        "tenantforge_platform_target": "render",
-        "fluent_bit_render_directory": str(rendered),
-        **overrides,
-    }
-    run = run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+    run = run_platform(
+        tmp_path, ["fluent_bit"], "render", {"fluent_bit_render_directory": str(rendered), **overrides}
+    )
 
-    assert run.returncode != 0
+    assert_stopped_by_the_checks(run)
     # The error line itself names the variable (a failed loop item is reported as `failed:`).
     errors = [line for line in run.output.splitlines() if line.startswith("[ERROR]: ")]
     assert any(variable in line for line in errors), run.output[-3000:]
-    assert "PLAY [Check the platform settings]" in run.output
-    assert "PLAY [Set up the platform services]" not in run.output
     assert not rendered.exists()
 
 
-# The rabbitmq role (playbooks/platform.yml, local target): refused while the platform settings are
-# checked, before any node, epmd or state directory exists.
+# The rabbitmq role (local target): no node, epmd or state directory exists.
 RABBITMQ_NODES = [
     {"name": "tenantforge-1", "amqp_port": 5673, "management_port": 15673, "dist_port": 25673},
     {"name": "tenantforge-2", "amqp_port": 5674, "management_port": 15674, "dist_port": 25674},
@@ -183,26 +207,14 @@ RABBITMQ_CASES: list[tuple[str, dict[str, Any], str]] = [
 def test_bad_rabbitmq_input_fails_before_anything_starts(
     tmp_path: Path, overrides: dict[str, Any], variable: str
 ) -> None:
-    extra_vars = {
-        "tenantforge_platform_components": ["rabbitmq"],
-        "tenantforge_platform_target": "local",
-        **overrides,
-    }
-    run = run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+    run = run_platform(tmp_path, ["rabbitmq"], "local", overrides)
 
-    assert run.returncode != 0
-    # The error itself, not the loop items around it (a loop of checks names every variable it checks).
-    error = re.search(r"^\[ERROR\]: (.*?)^Origin:", run.output, re.MULTILINE | re.DOTALL)
-    assert error, run.output[-3000:]
-    assert variable in error.group(1)
-    assert "PLAY [Check the platform settings]" in run.output
-    assert "PLAY [Set up the platform services]" not in run.output
+    assert_refused(run, variable)
     assert not (tmp_path / "rabbitmq").exists()
 
 
-# --- the platform services (playbooks/platform.yml) ------------------------------------------------
-# Refused by the validation play, which checks every selected component before any is set up: no
-# server is started and nothing is written to the state directory.
+# The postgres and pgbouncer roles (local target): no server is started and nothing is written to
+# the state directory.
 
 PLATFORM_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("pool size not a number", {"pgbouncer_default_pool_size": "twenty"}, "pgbouncer_default_pool_size"),
@@ -239,18 +251,7 @@ PLATFORM_CASES: list[tuple[str, dict[str, Any], str]] = [
 def test_bad_platform_input_fails_before_any_service_starts(
     tmp_path: Path, overrides: dict[str, Any], variable: str
 ) -> None:
-    extra_vars = {
-        "tenantforge_platform_components": ["postgres", "pgbouncer"],
-        "tenantforge_platform_target": "local",
-        **overrides,
-    }
-    run = run_playbook("playbooks/platform.yml", tmp_path, extra_vars)
+    run = run_platform(tmp_path, ["postgres", "pgbouncer"], "local", overrides)
 
-    assert run.returncode != 0
-    # The error itself, not the loop items around it (a loop of checks names every variable it checks).
-    error = re.search(r"^\[ERROR\]: (.*?)^Origin:", run.output, re.MULTILINE | re.DOTALL)
-    assert error, run.output[-3000:]
-    assert variable in error.group(1)
-    assert "PLAY [Check the platform settings]" in run.output
-    assert "PLAY [Set up the platform services]" not in run.output
+    assert_refused(run, variable)
     assert sorted(path.name for path in tmp_path.iterdir()) == []

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, PlaybookRun, run_playbook
-from rendering import Rendered, assert_no_secret_in, by_kind, load_rendered, pod_spec, validate_strictly
+from rendering import (
+    Rendered,
+    assert_no_secret_in,
+    by_kind,
+    load_rendered,
+    pod_spec,
+    render_component,
+    validate_strictly,
+)
 
 from ansible_collections.tenantforge.platform.plugins.filter.fluent_bit import fluent_bit_problems
 
@@ -97,22 +105,6 @@ EXPECTED: dict[str, dict[str, Any]] = {
 }
 
 
-def render(state_dir: Path, extra: dict[str, Any]) -> Rendered:
-    out = state_dir / "rendered"
-    run = run_playbook(
-        PLAYBOOK,
-        state_dir,
-        {
-            **ONLY_FLUENT_BIT,
-            "tenantforge_platform_target": "render",
-            "fluent_bit_render_directory": str(out),
-            **extra,
-        },
-    )
-    run.assert_ok()
-    return load_rendered(out)
-
-
 @pytest.fixture(scope="module")
 def render_variant(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Rendered]:
     """Each variant rendered once for the whole module."""
@@ -121,7 +113,9 @@ def render_variant(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
     def rendered_variant(variant: str) -> Rendered:
         if variant not in cache:
             state_dir = tmp_path_factory.mktemp(f"fluent-bit-{variant}")
-            cache[variant] = render(state_dir, {} if variant == "defaults" else NON_DEFAULT)
+            cache[variant] = render_component(
+                "fluent_bit", state_dir, {} if variant == "defaults" else NON_DEFAULT
+            )
         return cache[variant]
 
     return rendered_variant
@@ -344,7 +338,9 @@ def test_a_changed_configuration_rolls_the_pods(
     tmp_path: Path, render_variant: Callable[[str], Rendered]
 ) -> None:
     first = by_kind(render_variant("defaults"), "DaemonSet")
-    second = by_kind(render(tmp_path, {"fluent_bit_log_stream_prefix": "other."}), "DaemonSet")
+    second = by_kind(
+        render_component("fluent_bit", tmp_path, {"fluent_bit_log_stream_prefix": "other."}), "DaemonSet"
+    )
     key = "tenantforge.io/config-checksum"
     assert (
         first["spec"]["template"]["metadata"]["annotations"][key]

@@ -29,6 +29,7 @@ from rendering import (
     assert_pod_policy,
     by_kind,
     load_rendered,
+    render_component,
     validate_strictly,
 )
 from test_postgres import write_secrets
@@ -94,28 +95,12 @@ NON_DEFAULT = {
 }
 
 
-def render(tmp_path: Path, extra: dict[str, Any]) -> Rendered:
-    out = tmp_path / "rendered"
-    run = run_playbook(
-        PLAYBOOK,
-        tmp_path,
-        {
-            **ONLY_PGBOUNCER,
-            "tenantforge_platform_target": "render",
-            "pgbouncer_render_directory": str(out),
-            **extra,
-        },
-    )
-    run.assert_ok()
-    return load_rendered(out)
-
-
 @pytest.fixture(scope="module", params=["defaults", "non-default"])
 def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp(f"render-{request.param}")
     passwords = write_secrets(tmp_path)
     extra = {} if request.param == "defaults" else NON_DEFAULT
-    return extra, passwords, render(tmp_path, extra)
+    return extra, passwords, render_component("pgbouncer", tmp_path, extra)
 
 
 def ini_of(objects: Rendered) -> dict[str, dict[str, str]]:
@@ -260,7 +245,7 @@ def test_pod_template_changes_with_secrets_and_configuration(tmp_path: Path) -> 
     key = "tenantforge.io/secrets-checksum", "tenantforge.io/config-checksum"
 
     def annotations(extra: dict[str, Any]) -> tuple[str, str]:
-        pod = by_kind(render(tmp_path, extra), "Deployment")["spec"]["template"]
+        pod = by_kind(render_component("pgbouncer", tmp_path, extra), "Deployment")["spec"]["template"]
         return pod["metadata"]["annotations"][key[0]], pod["metadata"]["annotations"][key[1]]
 
     secrets_before, config_before = annotations({})

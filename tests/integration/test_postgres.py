@@ -25,8 +25,10 @@ from rendering import (
     by_kind,
     load_rendered,
     pod_spec,
+    render_component,
     run_job_locally,
     validate_strictly,
+    write_secret_files,
 )
 
 pytestmark = pytest.mark.integration
@@ -43,17 +45,15 @@ USERS = {
 
 
 def write_secrets(state_dir: Path) -> dict[str, str]:
-    """The synced secret files the role reads (0600 in 0700 directories); returns user -> password."""
-    passwords = {}
-    for secret, username in USERS.items():
-        directory = state_dir / "secrets" / "tenantforge" / secret
-        directory.mkdir(parents=True, mode=0o700)
-        password = secrets.token_urlsafe(24)
-        for key, value in {"username": username, "password": password}.items():
-            path = directory / key
-            path.write_text(value)
-            path.chmod(0o600)
-        passwords[username] = password
+    """The synced secret files of USERS, each with a new password; returns user -> password."""
+    passwords = {username: secrets.token_urlsafe(24) for username in USERS.values()}
+    write_secret_files(
+        state_dir,
+        {
+            secret: {"username": username, "password": passwords[username]}
+            for secret, username in USERS.items()
+        },
+    )
     return passwords
 
 
@@ -71,28 +71,12 @@ NON_DEFAULT = {
 }
 
 
-def render(tmp_path: Path, extra: dict[str, Any]) -> Rendered:
-    out = tmp_path / "rendered"
-    run = run_playbook(
-        PLAYBOOK,
-        tmp_path,
-        {
-            **ONLY_POSTGRES,
-            "tenantforge_platform_target": "render",
-            "postgres_render_directory": str(out),
-            **extra,
-        },
-    )
-    run.assert_ok()
-    return load_rendered(out)
-
-
 @pytest.fixture(scope="module", params=["defaults", "non-default"])
 def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp(f"render-{request.param}")
     passwords = write_secrets(tmp_path)
     extra = {} if request.param == "defaults" else NON_DEFAULT
-    return extra, passwords, render(tmp_path, extra)
+    return extra, passwords, render_component("postgres", tmp_path, extra)
 
 
 def test_render_writes_one_file_per_object(rendered) -> None:
@@ -150,8 +134,11 @@ def test_rendered_objects_carry_the_variables(rendered) -> None:
 
 def test_secret_checksums_change_the_pod_template(tmp_path: Path) -> None:
     write_secrets(tmp_path)
-    first = by_kind(render(tmp_path, {}), "StatefulSet")
-    second = by_kind(render(tmp_path, {"postgres_secret_checksums": {"postgres-app": "1"}}), "StatefulSet")
+    first = by_kind(render_component("postgres", tmp_path, {}), "StatefulSet")
+    second = by_kind(
+        render_component("postgres", tmp_path, {"postgres_secret_checksums": {"postgres-app": "1"}}),
+        "StatefulSet",
+    )
     key = "tenantforge.io/secrets-checksum"
     assert (
         first["spec"]["template"]["metadata"]["annotations"][key]
@@ -166,7 +153,9 @@ def test_only_the_secrets_the_pod_reads_roll_it(tmp_path: Path) -> None:
     key = "tenantforge.io/secrets-checksum"
 
     def annotation(checksums: dict[str, str]) -> str:
-        statefulset = by_kind(render(tmp_path, {"platform_secrets_checksums": checksums}), "StatefulSet")
+        statefulset = by_kind(
+            render_component("postgres", tmp_path, {"platform_secrets_checksums": checksums}), "StatefulSet"
+        )
         return str(statefulset["spec"]["template"]["metadata"]["annotations"][key])
 
     unrelated = annotation({"tenantforge/postgres-app": "1"})
@@ -206,7 +195,7 @@ def test_the_bootstrap_job_reruns_when_its_script_or_secrets_change(tmp_path: Pa
     write_secrets(tmp_path)
 
     def name(extra: dict[str, Any]) -> str:
-        return str(bootstrap_job(render(tmp_path, extra))["metadata"]["name"])
+        return str(bootstrap_job(render_component("postgres", tmp_path, extra))["metadata"]["name"])
 
     first = name({})
     assert name({"platform_secrets_checksums": {"tenantforge/pgbouncer-config": "1"}}) == first
@@ -403,7 +392,7 @@ def test_local_target_writes_the_bundle_it_would_apply(server: LocalServer, tmp_
     run.assert_ok()
     assert run.changed == 2  # the directory, the files
     bundle = load_rendered(server.state_dir / "manifests" / "postgres")
-    rendered = render(tmp_path, {})
+    rendered = render_component("postgres", tmp_path, {})
     assert [obj for _, obj in bundle] == [obj for _, obj in rendered]
     again = server.run({"postgres_local_bundle": True})
     again.assert_ok()
@@ -510,7 +499,7 @@ def test_the_bootstrap_job_builds_what_the_role_builds(server: LocalServer, tmp_
     does, a second run changes nothing, and the role finds nothing to change after it."""
     by_role = catalog(server)
     assert by_role["roles"] and by_role["auth function"]
-    objects = render(tmp_path, {})
+    objects = render_component("postgres", tmp_path, {})
     with server.connect("postgres", dbname="postgres") as admin:
         admin.autocommit = True
         admin.execute("DROP DATABASE tenantforge WITH (FORCE)")

@@ -31,8 +31,10 @@ from rendering import (
     by_kind,
     load_rendered,
     pod_spec,
+    render_component,
     run_job_locally,
     validate_strictly,
+    write_secret_files,
 )
 
 pytestmark = pytest.mark.integration
@@ -56,26 +58,15 @@ SEED_NODE_PATTERN = r"^([^@]+@)([^.]*-)([0-9]+)"
 
 
 def write_secrets(state_dir: Path) -> dict[str, str]:
-    """The synced secret files the role reads (0600 in 0700 directories); returns user -> password
-    and `cookie` -> the Erlang cookie."""
-    values = {}
-    root = state_dir / "secrets" / "tenantforge"
-    for secret, username in USERS.items():
-        password = secrets.token_urlsafe(24)
-        write_keys(root / secret, {"username": username, "password": password})
-        values[username] = password
-    cookie = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(48))
-    write_keys(root / "rabbitmq-erlang-cookie", {"cookie": cookie})
-    values["cookie"] = cookie
+    """The synced secret files of USERS, each with a new password, and of a new Erlang cookie; returns
+    user -> password and `cookie` -> the Erlang cookie."""
+    values = {username: secrets.token_urlsafe(24) for username in USERS.values()}
+    values["cookie"] = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(48))
+    files = {
+        secret: {"username": username, "password": values[username]} for secret, username in USERS.items()
+    }
+    write_secret_files(state_dir, {**files, "rabbitmq-erlang-cookie": {"cookie": values["cookie"]}})
     return values
-
-
-def write_keys(directory: Path, keys: dict[str, str]) -> None:
-    directory.mkdir(parents=True, mode=0o700)
-    for key, value in keys.items():
-        path = directory / key
-        path.write_text(value)
-        path.chmod(0o600)
 
 
 def parse_conf(text: str) -> dict[str, str]:
@@ -102,28 +93,12 @@ NON_DEFAULT = {
 }
 
 
-def render(tmp_path: Path, extra: dict[str, Any]) -> Rendered:
-    out = tmp_path / "rendered"
-    run = run_playbook(
-        PLAYBOOK,
-        tmp_path,
-        {
-            **ONLY_RABBITMQ,
-            "tenantforge_platform_target": "render",
-            "rabbitmq_render_directory": str(out),
-            **extra,
-        },
-    )
-    run.assert_ok()
-    return load_rendered(out)
-
-
 @pytest.fixture(scope="module", params=["defaults", "non-default"])
 def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp(f"render-{request.param}")
     values = write_secrets(tmp_path)
     extra = {} if request.param == "defaults" else NON_DEFAULT
-    return extra, values, render(tmp_path, extra)
+    return extra, values, render_component("rabbitmq", tmp_path, extra)
 
 
 def configmap_data(objects: Rendered) -> dict[str, str]:
@@ -374,8 +349,11 @@ def test_secrets_come_from_secrets_only(rendered) -> None:
 
 def test_secret_checksums_change_the_pod_template(tmp_path: Path) -> None:
     write_secrets(tmp_path)
-    first = by_kind(render(tmp_path, {}), "StatefulSet")
-    second = by_kind(render(tmp_path, {"rabbitmq_secret_checksums": {"rabbitmq-admin": "1"}}), "StatefulSet")
+    first = by_kind(render_component("rabbitmq", tmp_path, {}), "StatefulSet")
+    second = by_kind(
+        render_component("rabbitmq", tmp_path, {"rabbitmq_secret_checksums": {"rabbitmq-admin": "1"}}),
+        "StatefulSet",
+    )
     key = "tenantforge.io/secrets-checksum"
     annotations = [obj["spec"]["template"]["metadata"]["annotations"] for obj in (first, second)]
     assert annotations[0][key] != annotations[1][key]
@@ -388,7 +366,7 @@ def test_the_access_job_reruns_when_its_secrets_change(tmp_path: Path) -> None:
     write_secrets(tmp_path)
 
     def name(extra: dict[str, Any]) -> str:
-        return str(access_job(render(tmp_path, extra))["metadata"]["name"])
+        return str(access_job(render_component("rabbitmq", tmp_path, extra))["metadata"]["name"])
 
     first = name({})
     assert name({"platform_secrets_checksums": {"tenantforge/rabbitmq-erlang-cookie": "1"}}) == first
@@ -755,7 +733,7 @@ def test_local_target_writes_the_bundle_it_would_apply(stack: LocalStack, tmp_pa
     run.assert_ok()
     assert run.changed == 2, changed_tasks(run.output)  # the directory, the files
     bundle = load_rendered(stack.state_dir / "manifests" / "rabbitmq")
-    assert [obj for _, obj in bundle] == [obj for _, obj in render(tmp_path, {})]
+    assert [obj for _, obj in bundle] == [obj for _, obj in render_component("rabbitmq", tmp_path, {})]
     again = stack.run({"rabbitmq_local_bundle": True})
     again.assert_ok()
     assert again.changed == 0, changed_tasks(again.output)
@@ -796,7 +774,7 @@ def test_the_access_job_restores_what_the_role_applies(stack: LocalStack, tmp_pa
     before, permissions = users(), stack.api("/api/permissions")
     for user in (ORCHESTRATOR, WORKER):
         stack.api(f"/api/users/{user}", method="DELETE")
-    objects = render(tmp_path, {})
+    objects = render_component("rabbitmq", tmp_path, {})
     workdir = tmp_path / "job"
     workdir.mkdir()
     created = [
