@@ -10,6 +10,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+from ansible_collections.tenantforge.platform.plugins.module_utils.secretsmanager import SecretsManagerClient
+
 try:
     import psycopg
     from psycopg import conninfo
@@ -99,6 +103,30 @@ def resolve(params: dict[str, Any], read_secret: Callable[[str], str], hide: Cal
     if password:
         hide(str(password))
     return dsn
+
+
+def secret_reader(module: Any) -> Callable[[str], str]:
+    """Reads a secret's string through the AnsibleAWSModule's Secrets Manager client, when needed."""
+
+    class Reader(SecretsManagerClient):
+        error = DatabaseConnectionError
+
+    def read(secret_id: str) -> str:
+        client = module.client("secretsmanager", retry_decorator=AWSRetry.jittered_backoff())
+        response = Reader(client).call("get_secret_value", f"secret {secret_id}", SecretId=secret_id)
+        if "SecretString" not in response:
+            raise DatabaseConnectionError(f"secret {secret_id} holds binary data, not a connection string")
+        return str(response["SecretString"])
+
+    return read
+
+
+def describe(exc: Exception) -> str:
+    """A database error's primary message (and SQLSTATE), without the statement or its parameters."""
+    diag = getattr(exc, "diag", None)
+    message = getattr(diag, "message_primary", None) or type(exc).__name__
+    state = getattr(diag, "sqlstate", None)
+    return f"{message} (SQLSTATE {state})" if state else message
 
 
 def connect(dsn: str, timeout: int, **kwargs: Any) -> Any:

@@ -76,7 +76,7 @@ def read_migrations(directory: Path) -> list[Migration]:
             raise MigrationError(f"{lock} does not name the provider postgresql")
     migrations = []
     for path in sorted(item for item in directory.iterdir() if item.is_dir()):
-        if not NAME.match(path.name):
+        if not NAME.fullmatch(path.name):
             raise MigrationError(
                 f"{path.name} in {directory} is not a migration directory (<14 digits>_<name>)"
             )

@@ -32,25 +32,8 @@ options:
     description: The Prisma migrations directory (the one holding C(migration_lock.toml)).
     type: path
     required: true
-  dsn:
-    description:
-      - libpq connection string or URL of the database, as the role that owns the schema
-        (C(tenantforge_owner)).
-      - With O(dsn_secret_id), the parameters the secret holds (typically user and password) are
-        added to it.
-    type: str
-  dsn_secret_id:
-    description:
-      - Name or ARN of a Secrets Manager secret holding the connection string or URL (a string, or a
-        JSON object with C(dsn), C(url) or C(DATABASE_URL)), or credentials (a JSON object with
-        C(username) and C(password), optionally C(host), C(port) and C(dbname) or C(database)).
-      - One of O(dsn) and O(dsn_secret_id) is required.
-    type: str
-  connect_timeout:
-    description: Seconds to wait for the connection.
-    type: int
-    default: 10
 extends_documentation_fragment:
+  - tenantforge.platform.database
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -108,7 +91,6 @@ from typing import Any
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.tenantforge.platform.plugins.module_utils import database
 from ansible_collections.tenantforge.platform.plugins.module_utils.prisma_migrations import (
@@ -116,26 +98,12 @@ from ansible_collections.tenantforge.platform.plugins.module_utils.prisma_migrat
     migrate,
     read_migrations,
 )
-from ansible_collections.tenantforge.platform.plugins.module_utils.secretsmanager import (
-    SecretsManagerClient,
-)
-
-
-class SecretReader(SecretsManagerClient):
-    error = database.DatabaseConnectionError
-
-    def value(self, secret_id: str) -> str:
-        return str(self.call("get_secret_value", f"secret {secret_id}", SecretId=secret_id)["SecretString"])
 
 
 def run(module: Any) -> dict[str, Any]:
     migrations = read_migrations(Path(module.params["migrations_dir"]))
 
-    def read_secret(secret_id: str) -> str:
-        client = module.client("secretsmanager", retry_decorator=AWSRetry.jittered_backoff())
-        return SecretReader(client).value(secret_id)
-
-    dsn = database.resolve(module.params, read_secret, module.no_log_values.add)
+    dsn = database.resolve(module.params, database.secret_reader(module), module.no_log_values.add)
     with database.connect(dsn, module.params["connect_timeout"], autocommit=True) as connection:
         return migrate(connection, migrations, module.check_mode)
 
