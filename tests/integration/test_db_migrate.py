@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 from ansible_module import run_module
-from conftest import Emulator, free_port
-from test_postgres import LocalServer, write_secrets
+from conftest import Emulator
+from test_postgres import LocalServer, private_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +35,8 @@ SCRIPTS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    state_dir = tmp_path_factory.mktemp("db-migrate")
-    local = LocalServer(state_dir, free_port(), write_secrets(state_dir))
-    local.run().assert_ok()
-    try:
+    with private_server(tmp_path_factory.mktemp("db-migrate"), start=True) as local:
         yield local
-    finally:
-        local.run({"tenantforge_platform_local_state": "stopped"})
-        if local.runner_pid_file.exists():
-            os.killpg(int(local.runner_pid_file.read_text()), signal.SIGKILL)
 
 
 @pytest.fixture

@@ -370,7 +370,14 @@ def listening(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    state_dir = tmp_path_factory.mktemp("pgbouncer-local")
+    with private_stack(tmp_path_factory.mktemp("pgbouncer-local")) as local:
+        yield local
+
+
+@contextlib.contextmanager
+def private_stack(state_dir: Path) -> Iterator[LocalStack]:
+    """PostgreSQL and PgBouncer of its own: a private state dir with generated secrets, free ports
+    (none of 5432-5433 and 6432-6433), stopped at the end even when a test failed; not started."""
     ports = {free_port(), free_port()}
     while len(ports) < 2 or ports & {5432, 5433, 6432, 6433}:
         ports = {free_port(), free_port()}

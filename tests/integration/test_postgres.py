@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -266,19 +267,29 @@ class LocalServer:
         return self.state_dir / "postgres" / "postgres.pid"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A local server of this module's own: a private state dir and a free port (never 5432)."""
-    state_dir = tmp_path_factory.mktemp("postgres-local")
+@contextlib.contextmanager
+def private_server(state_dir: Path, start: bool = False) -> Iterator[LocalServer]:
+    """A local server of its own: a private state dir with generated secrets and a free port (never
+    5432 or make run's 5433), stopped at the end even when a test failed."""
     port = free_port()
-    assert port != 5432
+    while port in (5432, 5433):
+        port = free_port()
     local = LocalServer(state_dir, port, write_secrets(state_dir))
     try:
+        if start:
+            local.run().assert_ok()
         yield local
     finally:
         local.run({"tenantforge_platform_local_state": "stopped"})
         if local.runner_pid_file.exists():
             os.killpg(int(local.runner_pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """This module's own server, not started: the first tests start it."""
+    with private_server(tmp_path_factory.mktemp("postgres-local")) as local:
+        yield local
 
 
 def test_check_mode_on_a_fresh_state_dir_starts_nothing(server: LocalServer) -> None:

@@ -6,10 +6,8 @@ organizations."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,9 +17,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO
 from psycopg import sql
-from test_postgres import LocalServer, write_secrets
+from test_postgres import LocalServer, private_server
 
 pytestmark = pytest.mark.integration
 
@@ -143,16 +141,9 @@ def apply_migrations(server: LocalServer) -> None:
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """This module's own PostgreSQL 15 (private state dir, free port), migrated."""
-    state_dir = tmp_path_factory.mktemp("prisma-postgres")
-    server = LocalServer(state_dir, free_port(), write_secrets(state_dir))
-    try:
-        server.run().assert_ok()
+    with private_server(tmp_path_factory.mktemp("prisma-postgres"), start=True) as server:
         apply_migrations(server)
         yield server
-    finally:
-        server.run({"tenantforge_platform_local_state": "stopped"})
-        if server.runner_pid_file.exists():
-            os.killpg(int(server.runner_pid_file.read_text()), signal.SIGKILL)
 
 
 def catalog(server: LocalServer, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

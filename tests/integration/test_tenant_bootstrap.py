@@ -4,10 +4,7 @@ tenantforge_app, the way the runtime connects."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 from ansible_module import ModuleRun, run_module
-from conftest import REPO, Emulator, free_port, run_playbook
+from conftest import REPO, Emulator, run_playbook
 from psycopg import sql
-from test_pgbouncer import LocalStack
-from test_postgres import write_secrets
+from test_pgbouncer import LocalStack, private_stack
+from test_prisma_schema import TENANT_TABLES
 
 from ansible_collections.tenantforge.platform.plugins.module_utils.prisma_migrations import (
     migrate,
@@ -30,15 +27,6 @@ pytestmark = pytest.mark.integration
 MODULE = "tenantforge.platform.tenant_bootstrap"
 INFO = "tenantforge.platform.tenant_info"
 MIGRATIONS = REPO / "prisma" / "migrations"
-TENANT_TABLES = [
-    "users",
-    "roles",
-    "role_permissions",
-    "user_roles",
-    "tasks",
-    "websocket_connections",
-    "audit_events",
-]
 ACME: dict[str, Any] = {
     "org_slug": "acme",
     "org_name": "ACME Corporation",
@@ -53,22 +41,11 @@ ACME: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """PostgreSQL and PgBouncer of this module's own, the database migrated."""
-    state_dir = tmp_path_factory.mktemp("tenants")
-    postgres_port, pgbouncer_port = free_port(), free_port()
-    while pgbouncer_port == postgres_port:
-        pgbouncer_port = free_port()
-    local = LocalStack(state_dir, postgres_port, pgbouncer_port, write_secrets(state_dir))
-    try:
+    with private_stack(tmp_path_factory.mktemp("tenants")) as local:
         local.run({"pgbouncer_local_bundle": False, "postgres_local_bundle": False}).assert_ok()
-        with local.connect("tenantforge_owner", port=postgres_port, autocommit=True) as owner:
+        with local.connect("tenantforge_owner", port=local.postgres_port, autocommit=True) as owner:
             migrate(owner, read_migrations(MIGRATIONS), check_mode=False)
         yield local
-    finally:
-        local.run({"tenantforge_platform_local_state": "stopped"})
-        for pid_file in (local.pid_file, state_dir / "postgres" / "postgres.pid"):
-            if pid_file.exists():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def owner_dsn(stack: LocalStack) -> str:
