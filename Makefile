@@ -72,6 +72,7 @@ benchmark: setup-dev
 	$(BIN)/python benchmarks/secrets_sync.py
 	$(BIN)/python benchmarks/pgbouncer.py
 	$(BIN)/python benchmarks/rabbitmq.py
+	$(BIN)/python benchmarks/tenants.py
 
 clean: stop
 	rm -rf .local
