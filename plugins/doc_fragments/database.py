@@ -22,7 +22,7 @@ options:
       - Name or ARN of a Secrets Manager secret holding the connection string or URL (a string, or a
         JSON object with C(dsn), C(url) or C(DATABASE_URL)), or credentials (a JSON object with
         C(username) and C(password), optionally C(host), C(port) and C(dbname) or C(database)).
-      - One of O(dsn) and O(dsn_secret_id) is required.
+      - One of O(dsn) and O(dsn_secret_id) is required. Never logged either.
     type: str
   connect_timeout:
     description: Seconds to wait for the connection.

@@ -22,10 +22,11 @@ try:
 except ImportError:  # reported by the module with missing_required_lib
     HAS_PSYCOPG = False
 
-# The options every database module takes; `dsn` holds a password, so it is never logged.
+# The options every database module takes; neither connection option is ever logged (the contract
+# of issue 5): `dsn` holds a password, and the secret's name says where one is.
 CONNECTION_OPTIONS: dict[str, Any] = {
     "dsn": {"type": "str", "no_log": True},
-    "dsn_secret_id": {"type": "str"},
+    "dsn_secret_id": {"type": "str", "no_log": True},
     "connect_timeout": {"type": "int", "default": 10},
 }
 
