@@ -98,6 +98,23 @@ def assert_pod_policy(workload: dict[str, Any], probes: bool = True) -> None:
             ), variable["name"]
 
 
+def selectors(objects: Rendered) -> list[dict[str, str]]:
+    """The label selectors of the Services, workloads and PodDisruptionBudgets of a bundle."""
+    kinds = ("Service", "StatefulSet", "Deployment", "DaemonSet", "PodDisruptionBudget")
+    return [
+        obj["spec"]["selector"].get("matchLabels", obj["spec"]["selector"])
+        for _, obj in objects
+        if obj["kind"] in kinds
+    ]
+
+
+def assert_selected_by_none(pod_owner: dict[str, Any], objects: Rendered) -> None:
+    """No selector of the bundle matches the pods of `pod_owner` (a Job's pod is never a server)."""
+    labels = pod_owner["spec"]["template"]["metadata"]["labels"]
+    for selector in selectors(objects):
+        assert not selector.items() <= labels.items(), selector
+
+
 def assert_no_secret_in(objects: Rendered, secret_values: list[str]) -> None:
     """No Secret object, and none of the given values anywhere in the rendered files."""
     assert not [obj for _, obj in objects if obj["kind"] == "Secret"]

@@ -20,14 +20,15 @@ import pytest
 from conftest import free_port, run_playbook
 from rendering import (
     KUBERNETES_VERSION,
-    Rendered,
     assert_no_secret_in,
     assert_pod_policy,
+    assert_selected_by_none,
     by_kind,
     load_rendered,
     pod_spec,
     render_component,
     run_job_locally,
+    selectors,
     validate_strictly,
     write_secret_files,
 )
@@ -88,14 +89,9 @@ def test_render_writes_one_file_per_object(rendered) -> None:
         ("Service", "postgres"),
         ("StatefulSet", "postgres"),
         ("ConfigMap", "postgres-bootstrap"),
-        ("Job", bootstrap_job(objects)["metadata"]["name"]),
+        ("Job", by_kind(objects, "Job")["metadata"]["name"]),
     ]
-    assert re.fullmatch(r"postgres-bootstrap-[0-9a-f]{10}", bootstrap_job(objects)["metadata"]["name"])
-
-
-def bootstrap_job(objects: Rendered) -> dict[str, Any]:
-    (job,) = [obj for _, obj in objects if obj["kind"] == "Job"]
-    return job
+    assert re.fullmatch(r"postgres-bootstrap-[0-9a-f]{10}", by_kind(objects, "Job")["metadata"]["name"])
 
 
 def test_rendered_objects_validate_strictly(rendered) -> None:
@@ -175,19 +171,15 @@ def test_rendered_objects_follow_the_policy(rendered) -> None:
     images = {container["image"] for container in pod_spec(statefulset)["containers"]}
     assert images == {"docker.io/library/postgres:15.13-bookworm"}
     # The Job runs to completion: no probes, the rest of the policy holds.
-    job = bootstrap_job(objects)
+    job = by_kind(objects, "Job")
     assert_pod_policy(job, probes=False)
     assert pod_spec(job)["containers"][0]["image"] == "docker.io/library/postgres:15.13-bookworm"
 
 
 def test_the_bootstrap_job_is_never_selected_as_the_server(rendered) -> None:
     _, _, objects = rendered
-    labels = bootstrap_job(objects)["spec"]["template"]["metadata"]["labels"]
-    selectors = [by_kind(objects, "StatefulSet")["spec"]["selector"]["matchLabels"]] + [
-        obj["spec"]["selector"] for _, obj in objects if obj["kind"] == "Service"
-    ]
-    for selector in selectors:
-        assert not selector.items() <= labels.items(), selector
+    assert len(selectors(objects)) == 3
+    assert_selected_by_none(by_kind(objects, "Job"), objects)
 
 
 def test_the_bootstrap_job_reruns_when_its_script_or_secrets_change(tmp_path: Path) -> None:
@@ -196,7 +188,7 @@ def test_the_bootstrap_job_reruns_when_its_script_or_secrets_change(tmp_path: Pa
     write_secrets(tmp_path)
 
     def name(extra: dict[str, Any]) -> str:
-        return str(bootstrap_job(render_component("postgres", tmp_path, extra))["metadata"]["name"])
+        return str(by_kind(render_component("postgres", tmp_path, extra), "Job")["metadata"]["name"])
 
     first = name({})
     assert name({"platform_secrets_checksums": {"tenantforge/pgbouncer-config": "1"}}) == first
@@ -519,7 +511,7 @@ def test_the_bootstrap_job_builds_what_the_role_builds(server: LocalServer, tmp_
     workdir.mkdir()
     for attempt in ("first", "second"):
         job = run_job_locally(
-            bootstrap_job(objects),
+            by_kind(objects, "Job"),
             objects,
             server.state_dir / "secrets",
             workdir,

@@ -28,11 +28,13 @@ from rendering import (
     Rendered,
     assert_no_secret_in,
     assert_pod_policy,
+    assert_selected_by_none,
     by_kind,
     load_rendered,
     pod_spec,
     render_component,
     run_job_locally,
+    selectors,
     validate_strictly,
     write_secret_files,
 )
@@ -117,14 +119,9 @@ def test_render_writes_one_file_per_object(rendered) -> None:
         "06-poddisruptionbudget-rabbitmq.yaml",
         "07-statefulset-rabbitmq.yaml",
         "08-configmap-rabbitmq-access.yaml",
-        f"09-job-{access_job(objects)['metadata']['name']}.yaml",
+        f"09-job-{by_kind(objects, 'Job')['metadata']['name']}.yaml",
     ]
-    assert re.fullmatch(r"rabbitmq-access-[0-9a-f]{10}", access_job(objects)["metadata"]["name"])
-
-
-def access_job(objects: Rendered) -> dict[str, Any]:
-    (job,) = [obj for _, obj in objects if obj["kind"] == "Job"]
-    return job
+    assert re.fullmatch(r"rabbitmq-access-[0-9a-f]{10}", by_kind(objects, "Job")["metadata"]["name"])
 
 
 def test_rendered_objects_validate_strictly(rendered) -> None:
@@ -188,7 +185,7 @@ def test_rendered_objects_follow_the_policy(rendered) -> None:
         assert container["image"] == IMAGE
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
     # The access Job runs to completion: no probes, the rest of the policy holds.
-    job = access_job(objects)
+    job = by_kind(objects, "Job")
     assert_pod_policy(job, probes=False)
     (container,) = pod_spec(job)["containers"]
     assert container["image"] == "docker.io/library/python:3.12.11-slim-bookworm"
@@ -198,15 +195,8 @@ def test_rendered_objects_follow_the_policy(rendered) -> None:
 
 def test_the_access_job_is_never_selected_as_a_node(rendered) -> None:
     _, _, objects = rendered
-    labels = access_job(objects)["spec"]["template"]["metadata"]["labels"]
-    selectors = [
-        obj["spec"]["selector"].get("matchLabels", obj["spec"]["selector"])
-        for _, obj in objects
-        if obj["kind"] in ("Service", "StatefulSet", "PodDisruptionBudget")
-    ]
-    assert len(selectors) == 4
-    for selector in selectors:
-        assert not selector.items() <= labels.items(), selector
+    assert len(selectors(objects)) == 4
+    assert_selected_by_none(by_kind(objects, "Job"), objects)
 
 
 def test_the_access_request_holds_no_secret(rendered) -> None:
@@ -221,7 +211,7 @@ def test_the_access_request_holds_no_secret(rendered) -> None:
     assert [user["password"] for user in request["users"]] == [
         {"env": f"RABBITMQ_{name}_PASSWORD"} for name in ("ADMIN", "ORCHESTRATOR", "WORKER")
     ]
-    (container,) = pod_spec(access_job(objects))["containers"]
+    (container,) = pod_spec(by_kind(objects, "Job"))["containers"]
     from_secrets = {
         variable["name"]: variable["valueFrom"]["secretKeyRef"]["name"]
         for variable in container["env"]
@@ -366,7 +356,7 @@ def test_the_access_job_reruns_when_its_secrets_change(tmp_path: Path) -> None:
     write_secrets(tmp_path)
 
     def name(extra: dict[str, Any]) -> str:
-        return str(access_job(render_component("rabbitmq", tmp_path, extra))["metadata"]["name"])
+        return str(by_kind(render_component("rabbitmq", tmp_path, extra), "Job")["metadata"]["name"])
 
     first = name({})
     assert name({"platform_secrets_checksums": {"tenantforge/rabbitmq-erlang-cookie": "1"}}) == first
@@ -784,7 +774,7 @@ def test_the_access_job_restores_what_the_role_applies(stack: LocalStack, tmp_pa
     ]
     for expected in (created, []):
         job = run_job_locally(
-            access_job(objects),
+            by_kind(objects, "Job"),
             objects,
             stack.state_dir / "secrets",
             workdir,
