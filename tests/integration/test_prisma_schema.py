@@ -33,6 +33,7 @@ TENANT_TABLES = [
     "roles",
     "role_permissions",
     "user_roles",
+    "user_credentials",
     "tasks",
     "websocket_connections",
     "audit_events",
@@ -104,14 +105,39 @@ def test_the_schema_is_formatted_as_prisma_formats_it() -> None:
     assert run.stdout == SCHEMA.read_text()
 
 
-def test_the_first_migration_is_what_prisma_migrate_dev_writes() -> None:
-    """Holds while the first migration is the only one generated from the model: the migration that
-    next changes the model must retarget this test (its SQL against the engine's diff from the schema
-    before it). The comparison with the migrated catalog below holds for any number of migrations."""
+# Where a migration's hand-written part starts; what comes before it is the engine's SQL.
+HAND_WRITTEN = "\n-- Written by hand from here on.\n"
+# The hand-written migrations, whole.
+HAND_WRITTEN_MIGRATIONS = {"20261127000100_row_level_security"}
+
+
+def generated_steps(sql_text: str) -> list[str]:
+    """The steps of migration SQL as the engine writes them: blocks of a `-- Step` comment line and
+    its statement, separated by blank lines (a CREATE TABLE holds a blank line of its own)."""
+    steps = re.split(r"\n\n(?=-- [A-Z][A-Za-z]+\n)", sql_text.strip("\n"))
+    return [step for step in steps if re.match(r"-- [A-Z][A-Za-z]+\n", step)]
+
+
+def test_the_migrations_write_what_prisma_migrate_dev_writes() -> None:
+    """The first migration is the engine's SQL for the schema from nothing, as it stood then; each
+    later migration that changes the model starts with the engine's SQL for that change. Together,
+    step for step, they are the engine's SQL for the current schema from nothing (the comparison with
+    the migrated catalog below checks the hand-written parts too)."""
     run = prisma("init-sql")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith('-- CreateEnum\nCREATE TYPE "organization_status"')
-    assert INIT_MIGRATION.read_text() == run.stdout
+    written: list[str] = []
+    for directory in sorted(path for path in MIGRATIONS.iterdir() if path.is_dir()):
+        text = (directory / "migration.sql").read_text()
+        if directory.name in HAND_WRITTEN_MIGRATIONS:
+            assert HAND_WRITTEN not in text
+            continue
+        if directory != INIT_MIGRATION.parent:
+            assert HAND_WRITTEN in text, f"{directory.name}: no line marks where the engine's SQL ends"
+            text = text.split(HAND_WRITTEN, 1)[0]
+        written.extend(generated_steps(text))
+    assert sorted(written) == sorted(generated_steps(run.stdout))
+    assert len(written) == len(set(written))
 
 
 def test_the_migrations_use_prisma_migrates_layout() -> None:
@@ -121,7 +147,11 @@ def test_the_migrations_use_prisma_migrates_layout() -> None:
         'provider = "postgresql"\n'
     )
     directories = sorted(path for path in MIGRATIONS.iterdir() if path.is_dir())
-    assert [path.name for path in directories] == ["20261127000000_init", "20261127000100_row_level_security"]
+    assert [path.name for path in directories] == [
+        "20261127000000_init",
+        "20261127000100_row_level_security",
+        "20261127000200_sign_in",
+    ]
     for directory in directories:
         assert [path.name for path in directory.iterdir()] == ["migration.sql"]
 
@@ -226,7 +256,7 @@ def test_every_model_is_a_table_and_every_table_a_model(database: LocalServer, d
         "AND relname <> '_prisma_migrations' ORDER BY relname",
     )
     assert [name for (name,) in tables] == expected
-    assert len(expected) == 9
+    assert len(expected) == 10
 
 
 def test_enums_match(database: LocalServer, dmmf: dict[str, Any]) -> None:
@@ -400,6 +430,11 @@ def test_check_constraints_are_the_documented_ones(database: LocalServer) -> Non
             "organizations_slug_check",
             "CHECK ((slug ~ '^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$'::text))",
         ),
+        (
+            "user_credentials",
+            "user_credentials_password_hash_check",
+            "CHECK ((password_hash ~ '^\\$argon2id\\$v=19\\$m=[0-9]+,t=[0-9]+,p=[0-9]+\\$[A-Za-z0-9+/]+\\$[A-Za-z0-9+/]+$'::text))",
+        ),
         ("users", "users_email_check", "CHECK ((email = lower(email)))"),
     ]
 
@@ -417,6 +452,12 @@ def connected(server: LocalServer, user: str) -> Iterator[psycopg.Connection]:
     with server.connect(user) as connection:
         connection.autocommit = True  # every block below is a transaction of its own
         yield connection
+
+
+# An Argon2id hash (of "correct horse battery staple", salt "saltsaltsaltsalt"), as sign-in stores them.
+PASSWORD_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0c2FsdA$opK/12lewr2z5YpUKucJCUXASikIGYN+qjR3vL2e8go"
+)
 
 
 def seed_organization(owner: psycopg.Connection, slug: str) -> dict[str, Any]:
@@ -457,6 +498,10 @@ def seed_organization(owner: psycopg.Connection, slug: str) -> dict[str, Any]:
                 "INSERT INTO user_roles (organization_id, user_id, role_id) VALUES (%s, %s, %s)",
                 (org_id, user, role_id),
             )
+        owner.execute(
+            "INSERT INTO user_credentials (organization_id, user_id, password_hash) VALUES (%s, %s, %s)",
+            (org_id, user_id, PASSWORD_HASH),
+        )
         task_id = insert(
             "INSERT INTO tasks (organization_id, creator_id, type, payload) VALUES (%s, %s, 'report', '{\"n\": 1}') "
             "RETURNING id",
@@ -511,6 +556,7 @@ SEEDED = {
     "roles": 1,
     "role_permissions": 2,
     "user_roles": 2,
+    "user_credentials": 1,
     "tasks": 1,
     "websocket_connections": 1,
     "audit_events": 2,
@@ -558,6 +604,10 @@ def insert_statements(org: Any, ids: dict[str, Any]) -> dict[str, tuple[str, tup
         "user_roles": (
             "INSERT INTO user_roles (organization_id, user_id, role_id) VALUES (%s, %s, %s)",
             (org, ids["user"], uuid.uuid4()),
+        ),
+        "user_credentials": (
+            "INSERT INTO user_credentials (organization_id, user_id, password_hash) VALUES (%s, %s, %s)",
+            (org, ids["other_user"], PASSWORD_HASH),
         ),
         "tasks": (
             "INSERT INTO tasks (organization_id, creator_id, type, payload) VALUES (%s, %s, 'x', '{}')",
@@ -662,6 +712,7 @@ def test_the_application_writes_only_what_it_is_granted(
         ("role_permissions", dml),
         ("roles", dml),
         ("tasks", dml),
+        ("user_credentials", dml),
         ("user_roles", dml),
         ("users", dml),
         ("websocket_connections", dml),
@@ -769,6 +820,47 @@ def test_the_owner_is_bound_too_but_for_its_directory(database: LocalServer, ten
             owner.execute(
                 "INSERT INTO users (organization_id, email) VALUES (%s, 'eve@x.test')", (globex["org"],)
             )
+
+
+def test_sign_in_finds_an_organization_by_slug_and_nothing_more(
+    database: LocalServer, tenants: dict[str, Any]
+) -> None:
+    acme = tenants["acme"]
+    with connected(database, "tenantforge_app") as app:
+        # Before any organization is set, the application sees none, and the function finds one.
+        assert app.execute("SELECT count(*) FROM organizations").fetchone() == (0,)
+        found = app.execute("SELECT id, status::text FROM organization_for_sign_in('acme')").fetchall()
+        assert found == [(acme["org"], "active")]
+        assert app.execute("SELECT * FROM organization_for_sign_in('nobody')").fetchall() == []
+        # A pattern is a slug like any other, not a wildcard.
+        assert app.execute("SELECT * FROM organization_for_sign_in('%')").fetchall() == []
+        # Still no organization set: the function lifts row-level security for its own query only.
+        assert app.execute("SELECT count(*) FROM organizations").fetchone() == (0,)
+    ((definer, config, public_execute),) = catalog(
+        database,
+        "SELECT prosecdef, proconfig, has_function_privilege('public', oid, 'EXECUTE') FROM pg_proc "
+        "WHERE proname = 'organization_for_sign_in'",
+    )
+    assert (definer, config, public_execute) == (True, ["search_path=public, pg_temp"], False)
+    # The migration's search_path setting ended with its transaction.
+    with connected(database, "tenantforge_owner") as owner:
+        assert owner.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+def test_a_password_is_stored_as_an_argon2id_hash_only(
+    database: LocalServer, tenants: dict[str, Any]
+) -> None:
+    acme = tenants["acme"]
+    with connected(database, "tenantforge_app") as app:
+        for value in ("correct horse battery staple", "$argon2i$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", ""):
+            with (
+                pytest.raises(psycopg.errors.CheckViolation, match="user_credentials_password_hash_check"),
+                app.transaction(),
+            ):
+                set_org(app, acme["org"])
+                app.execute(
+                    "UPDATE user_credentials SET password_hash = %s WHERE user_id = %s", (value, acme["user"])
+                )
 
 
 @pytest.mark.parametrize(
