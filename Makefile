@@ -73,6 +73,7 @@ benchmark: setup-dev
 	$(BIN)/python benchmarks/pgbouncer.py
 	$(BIN)/python benchmarks/rabbitmq.py
 	$(BIN)/python benchmarks/tenants.py
+	$(BIN)/python benchmarks/authorizer.py
 
 clean: stop
 	rm -rf .local
