@@ -20,6 +20,7 @@ from typing import Any
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from tenantforge_lambda import secrets
 from tenantforge_lambda.config import ASYMMETRIC_ALGORITHMS
 
 Fetch = Callable[[], Any]
@@ -150,19 +151,5 @@ class JwksCache:
 
 
 def secrets_manager_fetch(secret_id: str, client: Any = None) -> Fetch:
-    """A fetch function reading ``secret_id``'s SecretString. boto3 honours ``AWS_ENDPOINT_URL``, so
-    the same code reads the local emulator; the client is created on the first call and reused."""
-    clients: list[Any] = [client] if client is not None else []
-
-    def fetch() -> str:
-        if not clients:
-            import boto3  # the first fetch pays for it, not the import of the handler
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}
-            )
-            clients.append(boto3.client("secretsmanager", config=config))
-        return str(clients[0].get_secret_value(SecretId=secret_id)["SecretString"])
-
-    return fetch
+    """A fetch function reading ``secret_id``'s SecretString (see :mod:`tenantforge_lambda.secrets`)."""
+    return secrets.reader(secret_id, client)

@@ -31,6 +31,7 @@ from token_factory import (
 )
 
 from authorizer import handler
+from tenantforge_lambda import secrets
 from tenantforge_lambda.config import Settings
 from tenantforge_lambda.jwks import JwksCache, JwksUnavailable, parse_jwks, secrets_manager_fetch
 
@@ -368,6 +369,7 @@ def test_the_boto3_client_is_created_on_the_first_fetch_and_reused(
         return real_client(service, **kwargs)
 
     monkeypatch.setattr(boto3, "client", counting_client)
+    monkeypatch.setattr(secrets, "_clients", [])  # as in a new container
     fetch = secrets_manager_fetch(secret_id)
     assert created == []
     assert [json.loads(fetch()) for _ in range(4)] == [{"keys": []}] * 4
