@@ -5,10 +5,12 @@ tenantforge_app, the way the runtime connects."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
 import psycopg
 import pytest
 from ansible_module import ModuleRun, run_module
@@ -17,6 +19,7 @@ from psycopg import sql
 from test_pgbouncer import LocalStack, private_stack
 from test_prisma_schema import TENANT_TABLES
 
+from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material
 from ansible_collections.tenantforge.platform.plugins.module_utils.prisma_migrations import (
     migrate,
     read_migrations,
@@ -404,11 +407,23 @@ def test_the_playbooks_migrate_and_bootstrap_with_the_owner_secret(
     stack: LocalStack, emulator: Emulator
 ) -> None:
     """playbooks/database.yml and playbooks/tenants.yml as site.yml runs them on inventories/local: the
-    owner's credentials from Secrets Manager (the emulator), nothing but the address in the inventory."""
-    secret = {"username": "tenantforge_owner", "password": stack.passwords["tenantforge_owner"]}
-    emulator.client("secretsmanager").create_secret(
-        Name="tenantforge/pbtest/postgres/owner", SecretString=json.dumps(secret)
+    owner's credentials from Secrets Manager (the emulator), nothing but the address in the inventory;
+    then a token for the demo user, issued as the application through PgBouncer with the signing key
+    of the secret."""
+    sm = emulator.client("secretsmanager")
+    for user in ("tenantforge_owner", "tenantforge_app"):
+        secret = {"username": user, "password": stack.passwords[user]}
+        name = "tenantforge/pbtest/postgres/" + user.removeprefix("tenantforge_")
+        sm.create_secret(Name=name, SecretString=json.dumps(secret))
+    key = secret_material.generate_private_key("ES256")
+    jwk = secret_material.public_jwk(key)
+    sm.create_secret(
+        Name="tenantforge/pbtest/jwt/signing-key",
+        SecretString=json.dumps(
+            {"kid": jwk["kid"], "alg": "ES256", "private_key_pem": secret_material.private_key_to_pem(key)}
+        ),
     )
+    sm.create_secret(Name="tenantforge/pbtest/jwt/jwks", SecretString=json.dumps({"keys": [jwk]}))
     settings: dict[str, Any] = {
         "tenantforge_environment": "pbtest",
         "local_emulator_port": emulator.port,
@@ -421,6 +436,8 @@ def test_the_playbooks_migrate_and_bootstrap_with_the_owner_secret(
                 "users": [{"email": "b@b.example", "roles": ["viewer"]}],
             },
         ],
+        "tenantforge_demo_user": {"org_slug": "playbook-b", "email": "B@b.example"},
+        "database_app_port": stack.pgbouncer_port,
     }
     migrations = run_playbook("playbooks/database.yml", stack.state_dir, settings)
     migrations.assert_ok()
@@ -429,8 +446,24 @@ def test_the_playbooks_migrate_and_bootstrap_with_the_owner_secret(
         tenants = run_playbook("playbooks/tenants.yml", stack.state_dir, settings)
         tenants.assert_ok()
         assert tenants.changed == expected
-        assert stack.passwords["tenantforge_owner"] not in tenants.output
+        for password in stack.passwords.values():
+            assert password not in tenants.output
+        (token,) = set(re.findall(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+", tenants.output))
+        claims = jwt.decode(
+            token,
+            key.public_key(),
+            algorithms=["ES256"],
+            audience="tenantforge-api",
+            issuer="urn:tenantforge:pbtest",
+        )
+        assert (claims["org_slug"], claims["roles"]) == ("playbook-b", ["viewer"])
+        assert claims["permissions"] == ["org:read", "roles:read", "tasks:read", "users:read"]
     assert as_org(stack, "playbook-b", "SELECT email FROM users") == [("b@b.example",)]
+    # Check mode does not issue one (the database may not exist yet).
+    checked = run_playbook("playbooks/tenants.yml", stack.state_dir, settings, ("--check",))
+    checked.assert_ok()
+    assert checked.changed == 0
+    assert "eyJ" not in checked.output
 
 
 # --- absent, and the listing -----------------------------------------------------------------------
