@@ -643,8 +643,8 @@ def test_the_token_function_signs_in_and_refreshes(
         (api_event("/auth/sign-in", None), 400, "invalid_request"),
         (
             api_event("/auth/sign-in", json.dumps({"org": "acme", "email": "a", "password": "x" * 5000})),
-            400,
-            "invalid_request",
+            413,
+            "payload_too_large",
         ),
         (api_event("/auth/sign-in", {"org": "acme"}, method="GET"), 405, "method_not_allowed"),
         (api_event("/auth/elsewhere", {}), 404, "not_found"),
