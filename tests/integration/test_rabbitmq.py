@@ -487,11 +487,10 @@ def distinct_free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """Three nodes of this module's own: a private state dir, epmd and free ports (never 5672-5675,
-    4369 or 4370), stopped at the end even when a test failed."""
-    state_dir = tmp_path_factory.mktemp("rabbitmq-local")
+@contextlib.contextmanager
+def private_cluster(state_dir: Path) -> Iterator[LocalStack]:
+    """Three nodes of their own: a private state dir, epmd and free ports (never 5672-5675, 4369 or
+    4370), stopped at the end even when a test failed; not started."""
     ports = distinct_free_ports(10)
     nodes = [Node(f"tenantforge-{i + 1}", *ports[3 * i : 3 * i + 3]) for i in range(3)]
     local = LocalStack(state_dir, nodes, ports[9], write_secrets(state_dir))
@@ -503,6 +502,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             if pid_file.exists():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """This module's own cluster, not started: the first tests start it."""
+    with private_cluster(tmp_path_factory.mktemp("rabbitmq-local")) as local:
+        yield local
 
 
 def test_check_mode_on_a_fresh_state_dir_starts_nothing(stack: LocalStack) -> None:

@@ -1,0 +1,447 @@
+"""The Agent Orchestrator (lambdas/orchestrator/handler.py) against the real stack: PostgreSQL 15 behind
+PgBouncer (as tenantforge_app, the way the function connects) and the 3-node RabbitMQ cluster (as the
+orchestrator user), both private to this module.
+
+GIVEN two organizations made by tenant_bootstrap's code and tokens issued by the token function's
+code; WHEN REST proxy events reach the handler; THEN every route answers as issue 7 says, row-level
+security makes another organization's task a 404, a forged authorizer context is a 403, and a broker
+that cannot confirm leaves no task behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import psycopg
+import pytest
+from conftest import REPO
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_pgbouncer import LocalStack as DatabaseStack
+from test_pgbouncer import private_stack
+from test_rabbitmq import ORCHESTRATOR, WORKER, private_cluster
+from test_rabbitmq import LocalStack as BrokerStack
+
+from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material
+from ansible_collections.tenantforge.platform.plugins.module_utils.prisma_migrations import (
+    migrate,
+    read_migrations,
+)
+from ansible_collections.tenantforge.platform.plugins.module_utils.tenants import (
+    check_permissions,
+    check_tenants,
+    converge,
+)
+from authorizer import handler as authorizer_handler
+from orchestrator import handler
+from tenantforge_lambda.broker import Broker
+from tenantforge_lambda.config import Settings
+from tenantforge_lambda.database import Database
+from tenantforge_lambda.issuing import Issuer
+from tenantforge_lambda.jwks import JwksCache
+from tenantforge_lambda.signing import SigningKey
+
+pytestmark = pytest.mark.integration
+
+ISSUER = "https://auth.tenantforge.test"
+AUDIENCE = "tenantforge-api"
+TENANTS: list[dict[str, Any]] = [
+    {
+        "org_slug": "acme",
+        "org_name": "ACME",
+        "admin_email": "ada@acme.example",
+        "users": [
+            {"email": "dan@acme.example", "roles": ["viewer"]},
+            {"email": "carol@acme.example", "roles": ["member"]},
+        ],
+    },
+    {"org_slug": "globex", "org_name": "Globex", "admin_email": "hank@globex.example"},
+]
+VHOST = "tenantforge"
+
+
+@dataclass
+class Stack:
+    database: DatabaseStack
+    broker: BrokerStack
+    settings: Settings
+    signing_key: SigningKey
+    jwks: dict[str, Any]
+
+    def app_dsn(self) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host="127.0.0.1",
+            port=self.database.pgbouncer_port,
+            user="tenantforge_app",
+            password=self.database.passwords["tenantforge_app"],
+            dbname="tenantforge",
+        )
+
+    def amqp_urls(self, user: str = ORCHESTRATOR) -> list[str]:
+        password = self.broker.values[user]
+        return [f"amqp://{user}:{password}@127.0.0.1:{node.amqp_port}/{VHOST}" for node in self.broker.nodes]
+
+    def keys(self) -> JwksCache:
+        return JwksCache(lambda: self.jwks, self.settings.algorithms, 300, 30)
+
+    def orchestrator(
+        self, broker: Broker | None = None, database: Database | None = None
+    ) -> handler.Orchestrator:
+        return handler.Orchestrator(
+            self.settings,
+            self.keys().get,
+            database or Database(self.app_dsn),
+            broker or Broker(self.amqp_urls),
+        )
+
+    def token(self, org: str, email: str) -> str:
+        issuer = Issuer(self.settings, Database(self.app_dsn), lambda: self.signing_key, self.keys().get)
+        return issuer.issue(org, email).token
+
+    def owner(self) -> psycopg.Connection[Any]:
+        return self.database.connect("tenantforge_owner", port=self.database.postgres_port, autocommit=True)
+
+    def tasks_of(self, slug: str) -> list[tuple[Any, ...]]:
+        """(id, status) of an organization's tasks, as the owner sees them."""
+        with self.owner() as owner, owner.transaction():
+            row = owner.execute("SELECT id::text FROM organizations WHERE slug = %s", (slug,)).fetchone()
+            assert row is not None
+            owner.execute("SELECT set_config('app.current_org_id', %s, true)", (row[0],))
+            return owner.execute("SELECT id::text, status::text FROM tasks ORDER BY created_at").fetchall()
+
+    def drain(self, queue: str = "tasks.echo") -> list[tuple[Any, Any, bytes]]:
+        """Every message waiting in ``queue``, taken (and acknowledged) as the worker user."""
+        messages: list[tuple[Any, Any, bytes]] = []
+        with self.broker.connect(WORKER) as connection:
+            channel = connection.channel()
+            while True:
+                method, properties, body = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    return messages
+                messages.append((method, properties, body))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with (
+        private_stack(tmp_path_factory.mktemp("orchestrator-db")) as database,
+        private_cluster(tmp_path_factory.mktemp("orchestrator-mq")) as broker,
+    ):
+        database.run({"pgbouncer_local_bundle": False, "postgres_local_bundle": False}).assert_ok()
+        with database.connect("tenantforge_owner", port=database.postgres_port, autocommit=True) as owner:
+            migrate(owner, read_migrations(REPO / "prisma" / "migrations"), check_mode=False)
+            tenants = check_tenants(TENANTS, prefix=True)
+            catalog = check_permissions(owner, tenants, prefix=True)
+            for tenant in tenants:
+                converge(owner, tenant, catalog, check_mode=False)
+        broker.run().assert_ok()
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = secret_material.public_jwk(key)
+        settings = Settings(
+            algorithms=("RS256", "ES256"), issuer=ISSUER, audience=AUDIENCE, jwks_secret_id="unused"
+        )
+        yield Stack(database, broker, settings, SigningKey(jwk["kid"], "ES256", key), {"keys": [jwk]})
+
+
+@pytest.fixture(scope="module")
+def tokens(stack: Stack) -> dict[str, str]:
+    return {
+        "ada": stack.token("acme", "ada@acme.example"),
+        "dan": stack.token("acme", "dan@acme.example"),
+        "carol": stack.token("acme", "carol@acme.example"),
+        "hank": stack.token("globex", "hank@globex.example"),
+    }
+
+
+def api_event(
+    method: str,
+    path: str,
+    token: str | None,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+    authorizer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return {
+        "resource": "/api/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "queryStringParameters": query,
+        "body": body if body is None or isinstance(body, str) else json.dumps(body),
+        "isBase64Encoded": False,
+        "requestContext": {"stage": "prod", "requestId": str(uuid.uuid4()), "authorizer": authorizer or {}},
+    }
+
+
+def call(
+    orchestrator: handler.Orchestrator, event: dict[str, Any]
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    response = orchestrator.handle(event)
+    return response["statusCode"], json.loads(response["body"]), response["headers"]
+
+
+def context_of(token: str, stack: Stack) -> dict[str, Any]:
+    """The authorizer's context for ``token``, as API Gateway passes it on."""
+    authorizer = authorizer_handler.Authorizer(stack.settings, stack.keys().get)
+    arn = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/POST/api/tasks"
+    result = authorizer.authorize(
+        {"type": "TOKEN", "authorizationToken": f"Bearer {token}", "methodArn": arn}
+    )
+    return dict(result["context"])
+
+
+# --- who you are ---------------------------------------------------------------------------------------
+
+
+def test_me_is_what_the_token_says(stack: Stack, tokens: dict[str, str]) -> None:
+    status, body, headers = call(stack.orchestrator(), api_event("GET", "/api/me", tokens["dan"]))
+    assert status == 200
+    assert headers["Cache-Control"] == "no-store"
+    assert (body["org_slug"], body["roles"]) == ("acme", ["viewer"])
+    assert body["permissions"] == ["org:read", "roles:read", "tasks:read", "users:read"]
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "error"),
+    [(None, 401, "invalid_token"), ("not.a.token", 401, "invalid_token"), ("", 401, "invalid_token")],
+)
+def test_no_valid_token_no_answer(stack: Stack, token: str | None, status: int, error: str) -> None:
+    for method, path in (("GET", "/api/me"), ("GET", "/api/nothing"), ("POST", "/api/tasks")):
+        got, body, _ = call(stack.orchestrator(), api_event(method, path, token))
+        assert (got, body) == (status, {"error": error})
+
+
+def test_a_token_of_another_key_is_refused(stack: Stack, tokens: dict[str, str]) -> None:
+    stranger = secret_material.generate_private_key("ES256")
+    forged = SigningKey(stack.signing_key.kid, "ES256", stranger)
+    claims = jwt.decode(tokens["ada"], options={"verify_signature": False})
+    status, body, _ = call(stack.orchestrator(), api_event("GET", "/api/me", forged.sign(claims)))
+    assert (status, body) == (401, {"error": "invalid_token"})
+
+
+def test_a_forged_authorizer_context_is_refused(stack: Stack, tokens: dict[str, str]) -> None:
+    """Globex's valid token with a context claiming acme (or acme's user): 403, nothing created."""
+    before = stack.tasks_of("acme") + stack.tasks_of("globex")
+    hank, ada = context_of(tokens["hank"], stack), context_of(tokens["ada"], stack)
+    for forged in ({**hank, "org_id": ada["org_id"]}, {**hank, "user_id": ada["user_id"]}, ada):
+        event = api_event(
+            "POST", "/api/tasks", tokens["hank"], {"type": "echo", "payload": {}}, authorizer=forged
+        )
+        assert call(stack.orchestrator(), event)[:2] == (403, {"error": "context_mismatch"})
+    assert stack.tasks_of("acme") + stack.tasks_of("globex") == before
+    # The true context is accepted.
+    event = api_event("GET", "/api/me", tokens["hank"], authorizer=hank)
+    assert call(stack.orchestrator(), event)[0] == 200
+
+
+# --- submitting and reading tasks ------------------------------------------------------------------------
+
+
+def test_a_task_is_recorded_and_published_once(stack: Stack, tokens: dict[str, str]) -> None:
+    stack.drain()
+    orchestrator = stack.orchestrator()
+    event = api_event("POST", "/api/tasks", tokens["carol"], {"type": "echo", "payload": {"message": "hi"}})
+    status, body, headers = call(orchestrator, event)
+    assert status == 202, body
+    task_id = body["task_id"]
+    assert body == {"task_id": task_id, "status": "queued"}
+    assert headers["Location"] == f"/api/tasks/{task_id}"
+    assert (task_id, "queued") in stack.tasks_of("acme")
+    ((method, properties, payload),) = stack.drain()
+    org_id = context_of(tokens["carol"], stack)["org_id"]
+    assert method.routing_key == f"{org_id}.echo"
+    assert (properties.message_id, properties.type, properties.delivery_mode) == (task_id, "echo", 2)
+    assert properties.content_type == "application/json"
+    assert json.loads(payload) == {"task_id": task_id, "org_id": org_id, "type": "echo"}
+    status, task, _ = call(orchestrator, api_event("GET", f"/api/tasks/{task_id}", tokens["dan"]))
+    assert status == 200
+    assert task["id"] == task_id and task["status"] == "queued" and task["payload"] == {"message": "hi"}
+    assert task["creator_id"] == context_of(tokens["carol"], stack)["user_id"]
+    assert task["created_at"].endswith("Z") and task["result"] is None and task["error"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"type": "mine", "payload": {}}, 400, "unknown_task_type"),
+        ({"type": "ECHO", "payload": {}}, 400, "invalid_request"),
+        ({"type": "echo", "payload": []}, 400, "invalid_request"),
+        ({"type": "echo", "payload": {}, "extra": 1}, 400, "invalid_request"),
+        ({"payload": {}}, 400, "invalid_request"),
+        ([], 400, "invalid_request"),
+        ("{not json", 400, "invalid_request"),
+        (None, 400, "invalid_request"),
+        ({"type": "echo", "payload": {"blob": "x" * (256 * 1024)}}, 413, "payload_too_large"),
+        ("x" * (600 * 1024), 413, "payload_too_large"),
+    ],
+)
+def test_bad_submissions_are_refused_and_leave_nothing(
+    stack: Stack, tokens: dict[str, str], body: Any, status: int, error: str
+) -> None:
+    before = stack.tasks_of("acme")
+    got, answer, _ = call(stack.orchestrator(), api_event("POST", "/api/tasks", tokens["ada"], body))
+    assert (got, answer["error"]) == (status, error)
+    assert stack.tasks_of("acme") == before
+
+
+def test_a_payload_of_exactly_256_kib_is_accepted(stack: Stack, tokens: dict[str, str]) -> None:
+    filler = 256 * 1024 - len('{"blob":""}')
+    event = api_event(
+        "POST", "/api/tasks", tokens["ada"], {"type": "echo", "payload": {"blob": "x" * filler}}
+    )
+    assert call(stack.orchestrator(), event)[0] == 202
+    stack.drain()
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "path", "permission"),
+    [
+        ("dan", "POST", "/api/tasks", "tasks:create"),
+        ("dan", "POST", "/api/tasks/00000000-0000-4000-8000-000000000000/cancel", "tasks:cancel"),
+    ],
+)
+def test_a_missing_permission_is_a_403_naming_it(
+    stack: Stack, tokens: dict[str, str], who: str, method: str, path: str, permission: str
+) -> None:
+    event = api_event(method, path, tokens[who], {"type": "echo", "payload": {}})
+    assert call(stack.orchestrator(), event)[:2] == (403, {"error": "forbidden", "missing": permission})
+
+
+def test_routes_and_methods(stack: Stack, tokens: dict[str, str]) -> None:
+    orchestrator = stack.orchestrator()
+    for method, path, status, error in [
+        ("GET", "/api/unknown", 404, "not_found"),
+        ("GET", "/api/tasks/1/2/3", 404, "not_found"),
+        ("DELETE", "/api/tasks", 405, "method_not_allowed"),
+        ("POST", "/api/me", 405, "method_not_allowed"),
+        ("GET", "/api/tasks/not-a-uuid", 404, "not_found"),
+        ("GET", f"/api/tasks/{uuid.uuid4()}", 404, "not_found"),
+        ("POST", f"/api/tasks/{uuid.uuid4()}/cancel", 404, "not_found"),
+    ]:
+        assert call(orchestrator, api_event(method, path, tokens["ada"]))[:2] == (status, {"error": error})
+
+
+def test_listing_is_newest_first_in_pages(stack: Stack, tokens: dict[str, str]) -> None:
+    orchestrator = stack.orchestrator()
+    created = []
+    for index in range(5):
+        event = api_event("POST", "/api/tasks", tokens["hank"], {"type": "echo", "payload": {"n": index}})
+        created.append(call(orchestrator, event)[1]["task_id"])
+    stack.drain()
+    seen, cursor = [], None
+    while True:
+        query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        status, page, _ = call(orchestrator, api_event("GET", "/api/tasks", tokens["hank"], query=query))
+        assert status == 200
+        assert len(page["tasks"]) <= 2
+        seen += [task["id"] for task in page["tasks"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == created[::-1]
+    for query, reason in (
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"cursor": "abc"}, "cursor"),
+    ):
+        status, body, _ = call(orchestrator, api_event("GET", "/api/tasks", tokens["hank"], query=query))
+        assert (status, body["error"]) == (400, "invalid_request")
+        assert reason in body["message"]
+    status, body, _ = call(
+        orchestrator, api_event("GET", "/api/tasks", tokens["hank"], query={"status": "succeeded"})
+    )
+    assert (status, body) == (200, {"tasks": [], "next_cursor": None})
+
+
+def test_cancel_then_cancel_again(stack: Stack, tokens: dict[str, str]) -> None:
+    orchestrator = stack.orchestrator()
+    task_id = call(
+        orchestrator, api_event("POST", "/api/tasks", tokens["ada"], {"type": "echo", "payload": {}})
+    )[1]["task_id"]
+    stack.drain()
+    status, task, _ = call(orchestrator, api_event("POST", f"/api/tasks/{task_id}/cancel", tokens["carol"]))
+    assert (status, task["status"]) == (200, "cancelled")
+    status, body, _ = call(orchestrator, api_event("POST", f"/api/tasks/{task_id}/cancel", tokens["carol"]))
+    assert (status, body["error"]) == (409, "task_finished")
+
+
+# --- isolation -----------------------------------------------------------------------------------------------
+
+
+def test_another_organizations_task_is_a_404_and_stays_untouched(
+    stack: Stack, tokens: dict[str, str]
+) -> None:
+    orchestrator = stack.orchestrator()
+    task_id = call(
+        orchestrator,
+        api_event("POST", "/api/tasks", tokens["ada"], {"type": "echo", "payload": {"secret": 42}}),
+    )[1]["task_id"]
+    stack.drain()
+    before = stack.tasks_of("acme")
+    for method, path in (("GET", f"/api/tasks/{task_id}"), ("POST", f"/api/tasks/{task_id}/cancel")):
+        status, body, _ = call(orchestrator, api_event(method, path, tokens["hank"]))
+        assert (status, body) == (404, {"error": "not_found"})
+    status, listing, _ = call(
+        orchestrator, api_event("GET", "/api/tasks", tokens["hank"], query={"limit": "100"})
+    )
+    assert task_id not in [task["id"] for task in listing["tasks"]]
+    assert stack.tasks_of("acme") == before
+
+
+# --- failures --------------------------------------------------------------------------------------------------
+
+
+def test_broker_down_is_a_503_and_no_task_is_left_queued(
+    stack: Stack, tokens: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    before = stack.tasks_of("acme")
+    nowhere = Broker(lambda: [f"amqp://{ORCHESTRATOR}:x@127.0.0.1:1/{VHOST}"], connect_timeout=2)
+    event = api_event("POST", "/api/tasks", tokens["ada"], {"type": "echo", "payload": {}})
+    with caplog.at_level(logging.INFO, logger="tenantforge.orchestrator"):
+        status, body, headers = call(stack.orchestrator(broker=nowhere), event)
+    assert (status, body, headers["Retry-After"]) == (503, {"error": "unavailable"}, "5")
+    assert stack.tasks_of("acme") == before
+    assert json.loads(caplog.records[-1].getMessage())["reason"] == "BrokerUnavailable"
+    assert tokens["ada"] not in caplog.text
+
+
+def test_a_refused_publish_rolls_the_row_back(stack: Stack, tokens: dict[str, str]) -> None:
+    """The worker user may not publish to `tasks`: the broker closes the channel, nothing is kept."""
+    before = stack.tasks_of("acme")
+    as_worker = Broker(lambda: stack.amqp_urls(WORKER))
+    event = api_event("POST", "/api/tasks", tokens["ada"], {"type": "echo", "payload": {}})
+    assert call(stack.orchestrator(broker=as_worker), event)[:2] == (503, {"error": "unavailable"})
+    assert stack.tasks_of("acme") == before
+    assert stack.drain() == []
+
+
+def test_the_connection_comes_back_after_a_node_is_lost(stack: Stack, tokens: dict[str, str]) -> None:
+    broker = Broker(stack.amqp_urls)
+    orchestrator = stack.orchestrator(broker=broker)
+    event = api_event("POST", "/api/tasks", tokens["ada"], {"type": "echo", "payload": {}})
+    assert call(orchestrator, event)[0] == 202
+    stack.broker.kill(stack.broker.nodes[0])
+    try:
+        # The first call may find its connection dead (503, nothing kept); the next reconnects to
+        # the next node of the list.
+        statuses = [call(orchestrator, event)[0] for _ in range(2)]
+        assert statuses[-1] == 202 and set(statuses) <= {202, 503}
+    finally:
+        stack.broker.run().assert_ok()
+    published = {json.loads(body)["task_id"] for _, _, body in stack.drain()}
+    recorded = {task_id for task_id, status in stack.tasks_of("acme") if status == "queued"}
+    assert published <= recorded
+
+
+def test_database_down_is_a_503(stack: Stack, tokens: dict[str, str]) -> None:
+    nowhere = Database(lambda: "host=127.0.0.1 port=1 user=x password=y dbname=z", connect_timeout=2)
+    event = api_event("GET", "/api/tasks", tokens["ada"])
+    assert call(stack.orchestrator(database=nowhere), event)[:2] == (503, {"error": "unavailable"})
