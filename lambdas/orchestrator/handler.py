@@ -253,8 +253,9 @@ class Orchestrator:
     def cancel_task(self, claims: Claims, event: Mapping[str, Any], task_id: str) -> dict[str, Any]:
         if not tasks.is_uuid(task_id):
             raise HttpError(404, "not_found", "bad_task_id")
+        # No task lock: the worker holds it for as long as a task runs. The UPDATE is atomic on the
+        # row, and the worker's final UPDATE only changes a task still `running`.
         with self.database.transaction(claims.org_id) as connection:
-            _lock_task(connection, task_id)
             row = connection.execute(
                 sql.SQL(
                     "UPDATE tasks SET status = 'cancelled', updated_at = now() "

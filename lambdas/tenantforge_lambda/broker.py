@@ -125,9 +125,16 @@ class Broker:
         return self._channel
 
     def publish(
-        self, exchange: str, routing_key: str, body: bytes, message_id: str, message_type: str
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        message_type: str,
+        mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm; :class:`BrokerUnavailable` otherwise."""
+        """Publish and wait for the broker's confirm; :class:`BrokerUnavailable` otherwise. With
+        ``mandatory`` (the default) a message no queue takes is an error too."""
         import pika
 
         channel = self._open()
@@ -139,7 +146,7 @@ class Broker:
             timestamp=int(time.time()),
         )
         try:
-            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
         except pika.exceptions.UnroutableError:
             raise BrokerUnavailable("the message was returned: no queue is bound for it") from None
         except pika.exceptions.NackError:

@@ -10,8 +10,11 @@ that cannot confirm leaves no task behind.
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from conftest import REPO
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_pgbouncer import LocalStack as DatabaseStack
 from test_pgbouncer import private_stack
-from test_rabbitmq import ORCHESTRATOR, WORKER, private_cluster
+from test_rabbitmq import ADMIN, ORCHESTRATOR, WORKER, private_cluster
 from test_rabbitmq import LocalStack as BrokerStack
 
 from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material
@@ -39,12 +42,16 @@ from ansible_collections.tenantforge.platform.plugins.module_utils.tenants impor
 )
 from authorizer import handler as authorizer_handler
 from orchestrator import handler
+from tenantforge_lambda import tasks
 from tenantforge_lambda.broker import Broker
 from tenantforge_lambda.config import Settings
 from tenantforge_lambda.database import Database
 from tenantforge_lambda.issuing import Issuer
 from tenantforge_lambda.jwks import JwksCache
 from tenantforge_lambda.signing import SigningKey
+from tenantforge_lambda.tasks import TASK_TYPES
+from tenantforge_lambda.worker import Consumer, Runner, Worker
+from tenantforge_lambda.worker import origin as worker_origin
 
 pytestmark = pytest.mark.integration
 
@@ -445,3 +452,245 @@ def test_database_down_is_a_503(stack: Stack, tokens: dict[str, str]) -> None:
     nowhere = Database(lambda: "host=127.0.0.1 port=1 user=x password=y dbname=z", connect_timeout=2)
     event = api_event("GET", "/api/tasks", tokens["ada"])
     assert call(stack.orchestrator(database=nowhere), event)[:2] == (503, {"error": "unavailable"})
+
+
+# --- the worker ------------------------------------------------------------------------------------------------
+
+
+class Workers:
+    """Consumers of the real worker code, each in a thread of its own, as the worker user."""
+
+    def __init__(
+        self, stack: Stack, count: int = 1, prefetch: int = 10, runner: Runner | None = None
+    ) -> None:
+        self.consumers = [
+            Consumer(
+                Worker(Database(stack.app_dsn), Database(stack.app_dsn), runner or Runner()),
+                lambda: stack.amqp_urls(WORKER),
+                TASK_TYPES,
+                prefetch,
+            )
+            for _ in range(count)
+        ]
+        self.threads = [threading.Thread(target=consumer.run, daemon=True) for consumer in self.consumers]
+
+    def __enter__(self) -> Workers:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for consumer in self.consumers:
+            consumer.stop()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in self.threads)
+
+
+class StatusEvents:
+    """A temporary queue bound to every status event, declared as the administrator."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.connection = stack.broker.connect(ADMIN)
+        self.channel = self.connection.channel()
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, "task-status", "#")
+
+    def of(self, task_id: str) -> list[str]:
+        events = []
+        while True:
+            method, _, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                break
+            events.append(json.loads(body))
+        self.seen = getattr(self, "seen", []) + events
+        return [event["status"] for event in self.seen if event["task_id"] == task_id]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def submit(stack: Stack, token: str, payload: dict[str, Any], task_type: str = "echo") -> str:
+    event = api_event("POST", "/api/tasks", token, {"type": task_type, "payload": payload})
+    status, body, _ = call(stack.orchestrator(), event)
+    assert status == 202, body
+    return str(body["task_id"])
+
+
+def wait_for(stack: Stack, token: str, task_ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """The tasks once none is queued or running."""
+    deadline = time.monotonic() + timeout
+    orchestrator = stack.orchestrator()
+    while True:
+        found = {
+            task_id: call(orchestrator, api_event("GET", f"/api/tasks/{task_id}", token))[1]
+            for task_id in task_ids
+        }
+        if all(task["status"] in ("succeeded", "failed", "cancelled") for task in found.values()):
+            return found
+        assert time.monotonic() < deadline, {task_id: task["status"] for task_id, task in found.items()}
+        time.sleep(0.2)
+
+
+def runs(stack: Stack, slug: str) -> dict[str, int]:
+    """How many times each task of the organization was started (its task.run audit events)."""
+    with stack.owner() as owner, owner.transaction():
+        row = owner.execute("SELECT id::text FROM organizations WHERE slug = %s", (slug,)).fetchone()
+        assert row is not None
+        owner.execute("SELECT set_config('app.current_org_id', %s, true)", (row[0],))
+        counted = owner.execute(
+            "SELECT target_id, count(*) FROM audit_events WHERE action = 'task.run' GROUP BY 1"
+        ).fetchall()
+    return {task_id: int(count) for task_id, count in counted}
+
+
+def test_a_task_runs_and_reports_each_status(stack: Stack, tokens: dict[str, str]) -> None:
+    stack.drain()
+    events = StatusEvents(stack)
+    try:
+        with Workers(stack):
+            task_id = submit(stack, tokens["carol"], {"message": "hello"})
+            task = wait_for(stack, tokens["carol"], [task_id])[task_id]
+            assert (task["status"], task["result"], task["error"]) == (
+                "succeeded",
+                {"echo": {"message": "hello"}},
+                None,
+            )
+            deadline = time.monotonic() + 10
+            while events.of(task_id) != ["running", "succeeded"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert events.of(task_id) == ["running", "succeeded"]
+    finally:
+        events.close()
+    assert runs(stack, "acme")[task_id] == 1
+
+
+def test_a_duplicate_delivery_runs_the_task_once(stack: Stack, tokens: dict[str, str]) -> None:
+    """The same message twice, to two workers at once, while the task takes 1.5 s."""
+    stack.drain()
+    task_id = submit(stack, tokens["carol"], {"delay_ms": 1500})
+    ((method, properties, body),) = stack.drain()
+    broker = Broker(stack.amqp_urls)
+    with Workers(stack, count=2, prefetch=1):
+        broker.publish("tasks", method.routing_key, body, properties.message_id, "echo")
+        broker.publish("tasks", method.routing_key, body, properties.message_id, "echo")
+        assert wait_for(stack, tokens["carol"], [task_id])[task_id]["status"] == "succeeded"
+        time.sleep(2)  # the second delivery has waited on the lock, then found the task finished
+        assert stack.drain() == []
+    assert runs(stack, "acme")[task_id] == 1
+
+
+def test_a_message_without_a_row_is_dropped_and_a_bad_one_dead_lettered(
+    stack: Stack, tokens: dict[str, str]
+) -> None:
+    org_id = context_of(tokens["ada"], stack)["org_id"]
+    ghost = str(uuid.uuid4())
+    broker = Broker(stack.amqp_urls)
+    with stack.broker.connect(ADMIN) as connection:
+        connection.channel().queue_purge("dead-letter")
+    with Workers(stack):
+        broker.publish("tasks", f"{org_id}.echo", tasks.message(ghost, org_id, "echo"), ghost, "echo")
+        broker.publish("tasks", f"{org_id}.echo", b"not json", str(uuid.uuid4()), "echo")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with stack.broker.connect(ADMIN) as connection:
+                dead = connection.channel().queue_declare("dead-letter", passive=True).method.message_count
+            if dead == 1:
+                break
+            time.sleep(0.2)
+    assert dead == 1
+    assert stack.drain() == []
+    assert ghost not in runs(stack, "acme")
+
+
+def test_a_cancelled_task_does_not_run_and_a_running_one_ends_cancelled(
+    stack: Stack, tokens: dict[str, str]
+) -> None:
+    orchestrator = stack.orchestrator()
+    queued = submit(stack, tokens["carol"], {"message": "never"})
+    assert call(orchestrator, api_event("POST", f"/api/tasks/{queued}/cancel", tokens["carol"]))[0] == 200
+    with Workers(stack):
+        slow = submit(stack, tokens["carol"], {"delay_ms": 3000})
+        deadline = time.monotonic() + 20
+        while (
+            call(orchestrator, api_event("GET", f"/api/tasks/{slow}", tokens["carol"]))[1]["status"]
+            != "running"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        status, task, _ = call(orchestrator, api_event("POST", f"/api/tasks/{slow}/cancel", tokens["carol"]))
+        assert (status, task["status"]) == (200, "cancelled")
+        done = wait_for(stack, tokens["carol"], [queued, slow])
+        time.sleep(3.5)  # the slow task has finished running: its outcome must not replace the cancel
+        done = wait_for(stack, tokens["carol"], [queued, slow])
+    assert {task_id: task["status"] for task_id, task in done.items()} == {
+        queued: "cancelled",
+        slow: "cancelled",
+    }
+    assert done[slow]["result"] is None
+    assert queued not in runs(stack, "acme")
+
+
+def test_http_check_reaches_allowed_origins_only(stack: Stack, tokens: dict[str, str]) -> None:
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        allowed = worker_origin(base)
+        assert allowed == f"http://127.0.0.1:{server.server_port}"
+        with Workers(stack, runner=Runner(frozenset({allowed}), 5)):
+            ids = [
+                submit(stack, tokens["carol"], {"url": f"{base}/health"}, "http_check"),
+                submit(stack, tokens["carol"], {"url": f"{base}/down"}, "http_check"),
+                submit(
+                    stack, tokens["carol"], {"url": "http://169.254.169.254/latest/meta-data/"}, "http_check"
+                ),
+                submit(stack, tokens["carol"], {"url": "file:///etc/passwd"}, "http_check"),
+            ]
+            done = wait_for(stack, tokens["carol"], ids)
+    finally:
+        server.shutdown()
+    healthy, down, metadata, local_file = (done[task_id] for task_id in ids)
+    assert healthy["status"] == "succeeded" and healthy["result"]["status"] == 200
+    assert (down["status"], down["error"]) == ("failed", "GET answered 503")
+    for refused in (metadata, local_file):
+        assert refused["status"] == "failed" and "allowed origin" in refused["error"]
+
+
+def test_every_task_of_a_burst_runs_once_while_a_node_is_lost(stack: Stack, tokens: dict[str, str]) -> None:
+    """1,000 tasks; the first node (the first one both sides connect to) is stopped mid-burst and
+    started again. Every task ends succeeded, started exactly once."""
+    stack.drain()
+    token = tokens["hank"]
+    orchestrator = stack.orchestrator()
+    before = len(stack.tasks_of("globex"))
+    submitted: list[str] = []
+    refused = 0
+    with Workers(stack, count=2, prefetch=20):
+        for index in range(1000):
+            if index == 300:
+                stack.broker.kill(stack.broker.nodes[0])
+            event = api_event("POST", "/api/tasks", token, {"type": "echo", "payload": {"n": index}})
+            status, body, _ = call(orchestrator, event)
+            if status == 202:
+                submitted.append(body["task_id"])
+            else:
+                assert status == 503  # the moment the node went: nothing recorded, the client retries
+                refused += 1
+        stack.broker.run().assert_ok()
+        done = wait_for(stack, token, submitted, timeout=600)
+    assert refused <= 5
+    assert {task["status"] for task in done.values()} == {"succeeded"}
+    counted = runs(stack, "globex")
+    assert [counted.get(task_id) for task_id in submitted] == [1] * len(submitted)
+    # Nothing recorded beyond what was accepted: the refused submissions left no row.
+    assert len(stack.tasks_of("globex")) == before + len(submitted)
