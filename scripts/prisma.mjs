@@ -9,6 +9,8 @@
 //   node scripts/prisma.mjs dmmf SCHEMA       print get_dmmf's JSON (the client generator's input)
 //   node scripts/prisma.mjs init-sql SCHEMA   print the migration.sql `prisma migrate dev` writes for
 //                                             this schema as the first migration
+//   node scripts/prisma.mjs diff SCHEMA OLD   print the SQL `prisma migrate dev` writes to go from
+//                                             the schema OLD to SCHEMA (a later migration's start)
 //
 // init-sql: `migrate dev` diffs the schema against its shadow database, a fresh database with the
 // migrations applied (none, for the first one) and so with an existing, empty `public` schema. The
@@ -21,10 +23,10 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const [command, schemaPath] = process.argv.slice(2);
-const commands = { validate, lint, format, dmmf, 'init-sql': initSql };
-if (!(command in commands) || !schemaPath) {
-  process.stderr.write(`usage: prisma.mjs ${Object.keys(commands).join('|')} SCHEMA\n`);
+const [command, schemaPath, oldSchemaPath] = process.argv.slice(2);
+const commands = { validate, lint, format, dmmf, 'init-sql': initSql, diff: diffSql };
+if (!(command in commands) || !schemaPath || (command === 'diff') !== Boolean(oldSchemaPath)) {
+  process.stderr.write(`usage: prisma.mjs ${Object.keys(commands).join('|')} SCHEMA [OLD (diff only)]\n`);
   process.exit(2);
 }
 const schema = readFileSync(schemaPath, 'utf8');
@@ -123,13 +125,21 @@ async function schemaEngine() {
 }
 
 async function initSql() {
-  validate();
   const datasource = schema.match(/^datasource\s+\w+\s*\{[^}]*\}/m);
   if (!datasource) fail(`${schemaPath}: no datasource block`);
+  await diffFrom('shadow.prisma', `${datasource[0]}\n`);
+}
+
+async function diffSql() {
+  await diffFrom(oldSchemaPath, readFileSync(oldSchemaPath, 'utf8'));
+}
+
+async function diffFrom(fromPath, fromSchema) {
+  validate();
   const SchemaEngine = await schemaEngine();
   const engine = await SchemaEngine.new({ datamodels: [[schemaPath, schema]] }, () => {}, versionOnlyAdapter());
   const result = await engine.diff({
-    from: { tag: 'schemaDatamodel', files: [{ path: 'shadow.prisma', content: `${datasource[0]}\n` }] },
+    from: { tag: 'schemaDatamodel', files: [{ path: fromPath, content: fromSchema }] },
     to: { tag: 'schemaDatamodel', files: [{ path: schemaPath, content: schema }] },
     shadowDatabaseUrl: null,
     script: true,

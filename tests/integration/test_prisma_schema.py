@@ -111,22 +111,9 @@ HAND_WRITTEN = "\n-- Written by hand from here on.\n"
 HAND_WRITTEN_MIGRATIONS = {"20261127000100_row_level_security"}
 
 
-def generated_steps(sql_text: str) -> list[str]:
-    """The steps of migration SQL as the engine writes them: blocks of a `-- Step` comment line and
-    its statement, separated by blank lines (a CREATE TABLE holds a blank line of its own)."""
-    steps = re.split(r"\n\n(?=-- [A-Z][A-Za-z]+\n)", sql_text.strip("\n"))
-    return [step for step in steps if re.match(r"-- [A-Z][A-Za-z]+\n", step)]
-
-
-def test_the_migrations_write_what_prisma_migrate_dev_writes() -> None:
-    """The first migration is the engine's SQL for the schema from nothing, as it stood then; each
-    later migration that changes the model starts with the engine's SQL for that change. Together,
-    step for step, they are the engine's SQL for the current schema from nothing (the comparison with
-    the migrated catalog below checks the hand-written parts too)."""
-    run = prisma("init-sql")
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith('-- CreateEnum\nCREATE TYPE "organization_status"')
-    written: list[str] = []
+def engine_parts() -> list[tuple[str, str]]:
+    """(migration, SQL) of the engine's part of every migration that changes the model, in order."""
+    parts = []
     for directory in sorted(path for path in MIGRATIONS.iterdir() if path.is_dir()):
         text = (directory / "migration.sql").read_text()
         if directory.name in HAND_WRITTEN_MIGRATIONS:
@@ -135,9 +122,21 @@ def test_the_migrations_write_what_prisma_migrate_dev_writes() -> None:
         if directory != INIT_MIGRATION.parent:
             assert HAND_WRITTEN in text, f"{directory.name}: no line marks where the engine's SQL ends"
             text = text.split(HAND_WRITTEN, 1)[0]
-        written.extend(generated_steps(text))
-    assert sorted(written) == sorted(generated_steps(run.stdout))
-    assert len(written) == len(set(written))
+        parts.append((directory.name, text))
+    return parts
+
+
+def test_the_migrations_start_with_the_engines_sql() -> None:
+    """Each migration that changes the model starts with SQL in the engine's own shape: `-- Step`
+    comment lines, each followed by its statement (the first migration is nothing else)."""
+    run = prisma("init-sql")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith('-- CreateEnum\nCREATE TYPE "organization_status"')
+    for name, text in engine_parts():
+        steps = re.split(r"\n\n(?=-- [A-Z][A-Za-z]+\n)", text.strip("\n"))
+        if name != INIT_MIGRATION.parent.name:
+            steps = steps[1:]  # the migration's own header comment
+        assert steps and all(re.match(r"-- [A-Z][A-Za-z]+\n[A-Z]", step) for step in steps), name
 
 
 def test_the_migrations_use_prisma_migrates_layout() -> None:
@@ -151,6 +150,7 @@ def test_the_migrations_use_prisma_migrates_layout() -> None:
         "20261127000000_init",
         "20261127000100_row_level_security",
         "20261127000200_sign_in",
+        "20261127000300_websocket_subscriptions",
     ]
     for directory in directories:
         assert [path.name for path in directory.iterdir()] == ["migration.sql"]
@@ -174,6 +174,51 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     with private_server(tmp_path_factory.mktemp("prisma-postgres"), start=True) as server:
         apply_migrations(server)
         yield server
+
+
+# The shape of a database's tables, comparable between two databases.
+SHAPE_QUERIES = {
+    "columns": "SELECT table_name, column_name, data_type, udt_name, is_nullable, column_default "
+    "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2",
+    "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    "enums": "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)::text FROM pg_type t "
+    "JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY 1 ORDER BY 1",
+}
+
+
+def shape(server: LocalServer, dbname: str) -> dict[str, list[tuple[Any, ...]]]:
+    with server.connect("postgres", dbname=dbname) as connection:
+        return {name: connection.execute(query).fetchall() for name, query in SHAPE_QUERIES.items()}
+
+
+def test_the_engines_parts_of_the_migrations_make_the_schemas_tables(database: LocalServer) -> None:
+    """Applied in order to an empty database, the engine's parts of the migrations give exactly the
+    tables, columns, defaults, keys, indexes and enums that the engine's SQL for the current schema
+    from nothing gives (what `prisma migrate diff` would find: nothing). The hand-written parts are
+    checked against the catalog below."""
+    run = prisma("init-sql")
+    assert run.returncode == 0, run.stderr
+    with server_admin(database) as admin:
+        for name in ("engine_migrations", "engine_reference"):
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with database.connect("postgres", dbname="engine_reference") as reference:
+        reference.execute(run.stdout.encode())
+    with database.connect("postgres", dbname="engine_migrations") as migrated:
+        for _, text in engine_parts():
+            migrated.execute(text.encode())
+    expected = shape(database, "engine_reference")
+    assert len(expected["columns"]) > 50
+    assert shape(database, "engine_migrations") == expected
+
+
+@contextmanager
+def server_admin(server: LocalServer) -> Iterator[psycopg.Connection]:
+    with server.connect("postgres", dbname="postgres") as connection:
+        connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+        yield connection
 
 
 def catalog(server: LocalServer, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -221,13 +266,19 @@ def columns_of(model: dict[str, Any], field_names: list[str]) -> list[str]:
 
 
 def expected_type(field: dict[str, Any], enums: dict[str, str]) -> str:
+    suffix = "[]" if field["isList"] else ""
     if field["kind"] == "enum":
-        return enums[field["type"]]
+        return enums[field["type"]] + suffix
     native = field.get("nativeType")
     if native:
         assert native[1] == [], f"{field['name']}: native type arguments have no rule here"
-        return NATIVE_TYPES[native[0]]
-    return SCALAR_TYPES[field["type"]]
+        return NATIVE_TYPES[native[0]] + suffix
+    return SCALAR_TYPES[field["type"]] + suffix
+
+
+def expected_nullable(field: dict[str, Any]) -> bool:
+    """Prisma's scalar lists are nullable arrays in PostgreSQL, whatever the field says."""
+    return bool(field["isList"]) or not field["isRequired"]
 
 
 def expected_default(field: dict[str, Any], enums: dict[str, str]) -> str | None:
@@ -245,6 +296,8 @@ def expected_default(field: dict[str, Any], enums: dict[str, str]) -> str | None
         return f"'{default}'::{enums[field['type']]}"
     if isinstance(default, bool):
         return "true" if default else "false"
+    if default == [] and field["isList"]:
+        return f"ARRAY[]::{expected_type(field, enums)}"
     raise AssertionError(f"{field['name']}: no rule for @default({default!r})")
 
 
@@ -282,7 +335,7 @@ def test_every_field_is_a_column_and_every_column_a_field(
         table_of(model): {
             column_of(field): (
                 expected_type(field, enums),
-                not field["isRequired"],
+                expected_nullable(field),
                 expected_default(field, enums),
             )
             for field in model["fields"]
@@ -290,9 +343,13 @@ def test_every_field_is_a_column_and_every_column_a_field(
         }
         for model in dmmf["models"]
     }
-    for model in dmmf["models"]:
-        for field in model["fields"]:
-            assert not field["isList"] or field["kind"] == "object", f"{model['name']}.{field['name']}"
+    scalar_lists = [
+        f"{model['name']}.{field['name']}"
+        for model in dmmf["models"]
+        for field in model["fields"]
+        if field["isList"] and field["kind"] != "object"
+    ]
+    assert scalar_lists == ["WebSocketConnection.taskIds"]
     rows = catalog(
         database,
         "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, "
@@ -314,6 +371,7 @@ def test_every_field_is_a_column_and_every_column_a_field(
     )
     assert actual["tasks"]["payload"] == ("jsonb", False, None)
     assert actual["tasks"]["result"] == ("jsonb", True, None)
+    assert actual["websocket_connections"]["task_ids"] == ("uuid[]", True, "ARRAY[]::uuid[]")
     assert actual["users"]["updated_at"] == ("timestamp(3) without time zone", False, "CURRENT_TIMESTAMP")
     assert actual["roles"]["is_system"] == ("boolean", False, "false")
 
@@ -436,6 +494,11 @@ def test_check_constraints_are_the_documented_ones(database: LocalServer) -> Non
             "CHECK ((password_hash ~ '^\\$argon2id\\$v=19\\$m=[0-9]+,t=[0-9]+,p=[0-9]+\\$[A-Za-z0-9+/]+\\$[A-Za-z0-9+/]+$'::text))",
         ),
         ("users", "users_email_check", "CHECK ((email = lower(email)))"),
+        (
+            "websocket_connections",
+            "websocket_connections_task_ids_check",
+            "CHECK (((cardinality(task_ids) <= 100) AND (array_position(task_ids, NULL::uuid) IS NULL)))",
+        ),
     ]
 
 
