@@ -11,6 +11,7 @@ that cannot confirm leaves no task behind.
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import json
 import logging
 import threading
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import jwt
@@ -694,3 +696,163 @@ def test_every_task_of_a_burst_runs_once_while_a_node_is_lost(stack: Stack, toke
     assert [counted.get(task_id) for task_id in submitted] == [1] * len(submitted)
     # Nothing recorded beyond what was accepted: the refused submissions left no row.
     assert len(stack.tasks_of("globex")) == before + len(submitted)
+
+
+# --- the WebSocket routes ----------------------------------------------------------------------------------
+
+
+def load_websocket_routes() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "websocket_routes", REPO / "lambdas" / "websocket_api" / "handler.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+WEBSOCKET = load_websocket_routes()
+
+
+def ws_event(
+    route: str, connection_id: str, context: dict[str, Any] | None, token: str | None = None, body: Any = None
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "requestContext": {
+            "routeKey": route,
+            "eventType": {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE"),
+            "connectionId": connection_id,
+            "stage": "prod",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            **({"authorizer": context} if context is not None else {}),
+        },
+        "isBase64Encoded": False,
+    }
+    if token is not None:
+        event["queryStringParameters"] = {"token": token}
+    if body is not None:
+        event["body"] = body if isinstance(body, str) else json.dumps(body)
+    return event
+
+
+def ws_routes(stack: Stack, database: Database | None = None) -> Any:
+    return WEBSOCKET.WebSocketRoutes(stack.settings, stack.keys().get, database or Database(stack.app_dsn))
+
+
+def connection_row(stack: Stack, slug: str, connection_id: str) -> tuple[Any, ...] | None:
+    with stack.owner() as owner, owner.transaction():
+        row = owner.execute("SELECT id::text FROM organizations WHERE slug = %s", (slug,)).fetchone()
+        assert row is not None
+        owner.execute("SELECT set_config('app.current_org_id', %s, true)", (row[0],))
+        return owner.execute(
+            "SELECT user_id::text, extract(epoch FROM expires_at)::bigint, subscribed_all, task_ids::text[] "
+            "FROM websocket_connections WHERE connection_id = %s",
+            (connection_id,),
+        ).fetchone()
+
+
+def ws_call(routes: Any, event: dict[str, Any]) -> tuple[int, Any]:
+    result = routes.handle(event)
+    return result["statusCode"], json.loads(result["body"]) if "body" in result else None
+
+
+def test_a_connection_is_stored_under_its_organization_and_subscribes(
+    stack: Stack, tokens: dict[str, str]
+) -> None:
+    routes = ws_routes(stack)
+    context = context_of(tokens["carol"], stack)
+    connection_id = f"conn-{uuid.uuid4().hex[:12]}="
+    assert ws_call(routes, ws_event("$connect", connection_id, context, tokens["carol"])) == (200, None)
+    exp = jwt.decode(tokens["carol"], options={"verify_signature": False})["exp"]
+    assert connection_row(stack, "acme", connection_id) == (context["user_id"], exp, False, [])
+    assert connection_row(stack, "globex", connection_id) is None
+    # Subscribing: everything, then a list (sorted, each once, lower-case).
+    assert ws_call(
+        routes, ws_event("subscribe", connection_id, context, body={"action": "subscribe", "all": True})
+    ) == (200, {"subscribed": "all"})
+    assert connection_row(stack, "acme", connection_id)[2] is True  # type: ignore[index]
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    body = {"action": "subscribe", "task_ids": [ids[2].upper(), ids[0], ids[1], ids[0]]}
+    status, answer = ws_call(routes, ws_event("subscribe", connection_id, context, body=body))
+    assert (status, answer) == (200, {"subscribed": sorted(ids)})
+    assert connection_row(stack, "acme", connection_id)[2:] == (False, sorted(ids))  # type: ignore[index]
+    # Globex's connection context cannot touch acme's connection: row-level security hides it.
+    hank = context_of(tokens["hank"], stack)
+    assert ws_call(
+        routes, ws_event("subscribe", connection_id, hank, body={"action": "subscribe", "all": True})
+    ) == (410, {"error": "gone"})
+    assert ws_call(routes, ws_event("$disconnect", connection_id, hank)) == (200, None)
+    assert connection_row(stack, "acme", connection_id) is not None
+    assert ws_call(routes, ws_event("$disconnect", connection_id, context)) == (200, None)
+    assert connection_row(stack, "acme", connection_id) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"action": "subscribe"}, "invalid_request"),
+        ({"action": "subscribe", "task_ids": []}, "invalid_request"),
+        ({"action": "subscribe", "task_ids": ["not-a-uuid"]}, "invalid_request"),
+        ({"action": "subscribe", "task_ids": [str(uuid.uuid4()) for _ in range(101)]}, "invalid_request"),
+        ({"action": "subscribe", "all": True, "task_ids": [str(uuid.uuid4())]}, "invalid_request"),
+        ({"action": "unsubscribe"}, "invalid_request"),
+        ("{not json", "invalid_request"),
+    ],
+)
+def test_a_bad_subscription_is_refused(stack: Stack, tokens: dict[str, str], body: Any, error: str) -> None:
+    routes = ws_routes(stack)
+    context = context_of(tokens["dan"], stack)
+    connection_id = f"conn-{uuid.uuid4().hex[:12]}="
+    assert ws_call(routes, ws_event("$connect", connection_id, context, tokens["dan"]))[0] == 200
+    assert ws_call(routes, ws_event("subscribe", connection_id, context, body=body)) == (
+        400,
+        {"error": error},
+    )
+    assert connection_row(stack, "acme", connection_id)[2:] == (False, [])  # type: ignore[index]
+
+
+def test_connect_checks_the_token_again(stack: Stack, tokens: dict[str, str]) -> None:
+    routes = ws_routes(stack)
+    carol, hank = context_of(tokens["carol"], stack), context_of(tokens["hank"], stack)
+    connection_id = f"conn-{uuid.uuid4().hex[:12]}="
+    for context, token, expected in [
+        (carol, None, (401, {"error": "invalid_token"})),
+        (carol, "not.a.token", (401, {"error": "invalid_token"})),
+        (hank, tokens["carol"], (403, {"error": "context_mismatch"})),
+        ({**carol, "user_id": hank["user_id"]}, tokens["carol"], (403, {"error": "context_mismatch"})),
+        (None, tokens["carol"], (401, {"error": "unauthorized"})),
+        ({"org_id": "acme"}, tokens["carol"], (401, {"error": "unauthorized"})),
+    ]:
+        assert ws_call(routes, ws_event("$connect", connection_id, context, token)) == expected
+    assert connection_row(stack, "acme", connection_id) is None
+    assert connection_row(stack, "globex", connection_id) is None
+
+
+def test_subscribing_needs_tasks_read_and_a_live_connection(stack: Stack, tokens: dict[str, str]) -> None:
+    routes = ws_routes(stack)
+    context = context_of(tokens["carol"], stack)
+    connection_id = f"conn-{uuid.uuid4().hex[:12]}="
+    assert ws_call(routes, ws_event("$connect", connection_id, context, tokens["carol"]))[0] == 200
+    no_read = {**context, "permissions": "tasks:create"}
+    body = {"action": "subscribe", "all": True}
+    assert ws_call(routes, ws_event("subscribe", connection_id, no_read, body=body)) == (
+        403,
+        {"error": "forbidden"},
+    )
+    stack_org = context["org_id"]
+    with stack.owner() as owner, owner.transaction():
+        owner.execute("SELECT set_config('app.current_org_id', %s, true)", (stack_org,))
+        owner.execute(
+            "UPDATE websocket_connections SET expires_at = now() AT TIME ZONE 'UTC' - interval '1 second' "
+            "WHERE connection_id = %s",
+            (connection_id,),
+        )
+    assert ws_call(routes, ws_event("subscribe", connection_id, context, body=body)) == (
+        410,
+        {"error": "gone"},
+    )
+    nowhere = Database(lambda: "host=127.0.0.1 port=1 user=x password=y dbname=z", connect_timeout=2)
+    assert ws_call(ws_routes(stack, nowhere), ws_event("subscribe", connection_id, context, body=body)) == (
+        503,
+        {"error": "unavailable"},
+    )
