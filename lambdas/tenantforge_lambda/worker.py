@@ -214,14 +214,19 @@ class Worker:
 
 
 class Consumer:
-    """The AMQP side: prefetch, manual acknowledgements, status events, reconnection."""
+    """The AMQP side: prefetch, manual acknowledgements, status events, reconnection. ``process``
+    decides what becomes of each message (the worker's, or the notifier's)."""
 
     def __init__(
-        self, worker: Worker, urls: Callable[[], list[str]], task_types: tuple[str, ...], prefetch: int
+        self,
+        process: Callable[[bytes, StatusPublisher], Outcome],
+        urls: Callable[[], list[str]],
+        queues: list[str],
+        prefetch: int,
     ) -> None:
-        self.worker = worker
+        self.process = process
         self.urls = urls
-        self.task_types = task_types
+        self.queues = queues
         self.prefetch = prefetch
         self.stopping = False
         self._connection: Any = None
@@ -266,9 +271,9 @@ class Consumer:
         self._status_channel.confirm_delivery()
         channel = self._channel = self._connection.channel()
         channel.basic_qos(prefetch_count=self.prefetch)
-        for task_type in self.task_types:
-            channel.basic_consume(f"{tasks.TASKS_EXCHANGE}.{task_type}", self._on_message, auto_ack=False)
-        log_json(LOGGER, logging.INFO, event="consuming", task_types=",".join(self.task_types))
+        for queue in self.queues:
+            channel.basic_consume(queue, self._on_message, auto_ack=False)
+        log_json(LOGGER, logging.INFO, event="consuming", queues=",".join(self.queues))
         if not self.stopping:
             channel.start_consuming()
 
@@ -301,7 +306,7 @@ class Consumer:
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         started = time.perf_counter()
-        outcome = self.worker.process(body, self._publish_status)
+        outcome = self.process(body, self._publish_status)
         log_json(
             LOGGER,
             logging.WARNING if outcome.action != "ack" else logging.INFO,
@@ -365,6 +370,18 @@ def settings_from_env(environ: Mapping[str, str]) -> tuple[tuple[str, ...], int,
     return task_types, prefetch, Runner(frozenset(origins), timeout)
 
 
+def run_consumer(consumer: Consumer) -> int:
+    """Consume until SIGTERM or SIGINT, which stop it after the message in hand."""
+
+    def stop(signum: int, frame: Any) -> None:
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    consumer.run()
+    return 0
+
+
 def main() -> int:
     from tenantforge_lambda import secrets
 
@@ -377,15 +394,10 @@ def main() -> int:
     except ValueError as error:
         print(f"configuration: {error}", flush=True)
         return 2
-    consumer = Consumer(worker, lambda: broker_urls(environ, secrets.secret_string), task_types, prefetch)
-
-    def stop(signum: int, frame: Any) -> None:
-        consumer.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    consumer.run()
-    return 0
+    queues = [f"{tasks.TASKS_EXCHANGE}.{task_type}" for task_type in task_types]
+    return run_consumer(
+        Consumer(worker.process, lambda: broker_urls(environ, secrets.secret_string), queues, prefetch)
+    )
 
 
 if __name__ == "__main__":

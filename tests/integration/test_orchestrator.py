@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from tenantforge_lambda.config import Settings
 from tenantforge_lambda.database import Database
 from tenantforge_lambda.issuing import Issuer
 from tenantforge_lambda.jwks import JwksCache
+from tenantforge_lambda.notifier import Notifier, management_post
 from tenantforge_lambda.signing import SigningKey
 from tenantforge_lambda.tasks import TASK_TYPES
 from tenantforge_lambda.worker import Consumer, Runner, Worker
@@ -467,9 +469,9 @@ class Workers:
     ) -> None:
         self.consumers = [
             Consumer(
-                Worker(Database(stack.app_dsn), Database(stack.app_dsn), runner or Runner()),
+                Worker(Database(stack.app_dsn), Database(stack.app_dsn), runner or Runner()).process,
                 lambda: stack.amqp_urls(WORKER),
-                TASK_TYPES,
+                [f"tasks.{task_type}" for task_type in TASK_TYPES],
                 prefetch,
             )
             for _ in range(count)
@@ -856,3 +858,163 @@ def test_subscribing_needs_tasks_read_and_a_live_connection(stack: Stack, tokens
         503,
         {"error": "unavailable"},
     )
+
+
+# --- the notifier ------------------------------------------------------------------------------------------
+
+
+class ManagementApi:
+    """A local stand-in for the API Gateway Management API's POST /@connections/{id}: records what
+    each connection was sent; the connections in ``gone`` answer 410 GoneException, as AWS does."""
+
+    def __init__(self, gone: set[str]) -> None:
+        self.gone = gone
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                data = self.rfile.read(length)
+                connection_id = urllib.parse.unquote(self.path.rsplit("/@connections/", 1)[1])
+                if connection_id in recorder.gone:
+                    body = b'{"message": "Gone"}'
+                    self.send_response(410)
+                    self.send_header("x-amzn-ErrorType", "GoneException")
+                else:
+                    recorder.received.append((connection_id, json.loads(data)))
+                    body = b""
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/prod"
+
+    def __enter__(self) -> ManagementApi:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+def connect(stack: Stack, token: str, subscription: dict[str, Any] | None) -> str:
+    routes = ws_routes(stack)
+    context = context_of(token, stack)
+    connection_id = f"conn-{uuid.uuid4().hex[:12]}="
+    assert ws_call(routes, ws_event("$connect", connection_id, context, token))[0] == 200
+    if subscription is not None:
+        body = {"action": "subscribe", **subscription}
+        assert ws_call(routes, ws_event("subscribe", connection_id, context, body=body))[0] == 200
+    return connection_id
+
+
+def test_a_status_event_reaches_its_organizations_subscribers_only(
+    stack: Stack, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    task_id, other_task = str(uuid.uuid4()), str(uuid.uuid4())
+    everything = connect(stack, tokens["carol"], {"all": True})
+    this_task = connect(stack, tokens["dan"], {"task_ids": [task_id]})
+    another_task = connect(stack, tokens["dan"], {"task_ids": [other_task]})
+    unsubscribed = connect(stack, tokens["carol"], None)
+    closed = connect(stack, tokens["ada"], {"all": True})
+    expired = connect(stack, tokens["ada"], {"all": True})
+    other_org = connect(stack, tokens["hank"], {"all": True})
+    org_id = context_of(tokens["carol"], stack)["org_id"]
+    with stack.owner() as owner, owner.transaction():
+        owner.execute("SELECT set_config('app.current_org_id', %s, true)", (org_id,))
+        owner.execute(
+            "UPDATE websocket_connections SET expires_at = now() AT TIME ZONE 'UTC' - interval '1 second' "
+            "WHERE connection_id = %s",
+            (expired,),
+        )
+    with ManagementApi(gone={closed}) as api:
+        notifier = Notifier(Database(stack.app_dsn), management_post(api.endpoint))
+        event = {"task_id": task_id, "org_id": org_id, "type": "echo", "status": "succeeded"}
+        outcome = notifier.process(json.dumps(event).encode())
+    assert (outcome.action, outcome.reason) == ("ack", "sent=2,gone=1,failed=0")
+    assert sorted(api.received, key=lambda item: item[0]) == sorted(
+        [(everything, {"event": "task.status", **event}), (this_task, {"event": "task.status", **event})]
+    )
+    assert all(connection_row(stack, "acme", gone) is None for gone in (closed, expired))
+    assert all(
+        connection_row(stack, "acme", kept) is not None
+        for kept in (everything, this_task, another_task, unsubscribed)
+    )
+    assert connection_row(stack, "globex", other_org) is not None
+    for bad in (
+        b"not json",
+        b"[]",
+        json.dumps({**event, "org_id": "acme"}).encode(),
+        json.dumps({**event, "status": "x"}).encode(),
+    ):
+        assert notifier.process(bad).action == "reject"
+
+
+def test_a_task_status_travels_from_the_worker_to_a_subscribed_connection(
+    stack: Stack, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path: POST /api/tasks, the worker on the real cluster, its status events on
+    `task-status`, the notifier's consumer (on a queue the administrator binds here: the
+    notifier's own queue and user come with the platform), the Management API."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    queue = f"notifier-test-{uuid.uuid4().hex[:8]}"
+    with stack.broker.connect(ADMIN) as connection:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(queue, "task-status", "#")
+    admin_urls = [
+        f"amqp://{ADMIN}:{stack.broker.values[ADMIN]}@127.0.0.1:{node.amqp_port}/{VHOST}"
+        for node in stack.broker.nodes
+    ]
+    watcher = connect(stack, tokens["carol"], {"all": True})
+    try:
+        with ManagementApi(gone=set()) as api:
+            notifier = Notifier(Database(stack.app_dsn), management_post(api.endpoint))
+            consumer = Consumer(notifier.process, lambda: admin_urls, [queue], 10)
+            thread = threading.Thread(target=consumer.run, daemon=True)
+            thread.start()
+            try:
+                with Workers(stack):
+                    task_id = submit(stack, tokens["carol"], {"message": "live"})
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        statuses = [
+                            body["status"]
+                            for connection_id, body in api.received
+                            if connection_id == watcher and body["task_id"] == task_id
+                        ]
+                        if statuses == ["running", "succeeded"]:
+                            break
+                        time.sleep(0.1)
+            finally:
+                consumer.stop()
+                thread.join(timeout=30)
+        assert statuses == ["running", "succeeded"]
+        # Other subscribed connections of acme (earlier tests') may have got it too; none of globex's.
+        receivers = {connection_id for connection_id, _ in api.received}
+        assert watcher in receivers
+        assert all(connection_row(stack, "acme", receiver) is not None for receiver in receivers)
+    finally:
+        with stack.broker.connect(ADMIN) as connection:
+            connection.channel().queue_delete(queue)
