@@ -74,6 +74,7 @@ benchmark: setup-dev
 	$(BIN)/python benchmarks/rabbitmq.py
 	$(BIN)/python benchmarks/tenants.py
 	$(BIN)/python benchmarks/authorizer.py
+	$(BIN)/python benchmarks/orchestrator.py
 
 clean: stop
 	rm -rf .local
