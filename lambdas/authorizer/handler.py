@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenantforge_lambda.config import Settings
-from tenantforge_lambda.jwks import JwksCache, secrets_manager_fetch
+from tenantforge_lambda.jwks import JwksCache
 from tenantforge_lambda.logs import get_logger, log_json, loggable
 from tenantforge_lambda.tokens import MAX_TOKEN_BYTES, Claims, KeyLookup, TokenError, verify_token
 
@@ -161,13 +161,7 @@ class Authorizer:
     @classmethod
     def from_env(cls) -> Authorizer:
         settings = Settings.from_env()
-        cache = JwksCache(
-            secrets_manager_fetch(settings.jwks_secret_id),
-            settings.algorithms,
-            settings.jwks_cache_seconds,
-            settings.jwks_min_refetch_seconds,
-        )
-        return cls(settings, cache.get)
+        return cls(settings, JwksCache.from_settings(settings).get)
 
     def authorize(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The Allow response, or ``Exception("Unauthorized")``; one log line either way."""

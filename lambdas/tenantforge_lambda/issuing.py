@@ -175,10 +175,4 @@ def from_env() -> Issuer:
     signing = SigningKeyCache(
         secrets.reader(settings.signing_secret_id), settings.algorithms, settings.jwks_cache_seconds
     )
-    jwks = JwksCache(
-        secrets.reader(settings.jwks_secret_id),
-        settings.algorithms,
-        settings.jwks_cache_seconds,
-        settings.jwks_min_refetch_seconds,
-    )
-    return Issuer(settings, Database.from_env(), signing.get, jwks.get)
+    return Issuer(settings, Database.from_env(), signing.get, JwksCache.from_settings(settings).get)

@@ -21,7 +21,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from tenantforge_lambda import secrets
-from tenantforge_lambda.config import ASYMMETRIC_ALGORITHMS
+from tenantforge_lambda.config import ASYMMETRIC_ALGORITHMS, Settings
 
 Fetch = Callable[[], Any]
 Clock = Callable[[], float]
@@ -111,6 +111,16 @@ class JwksCache:
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None  # the last successful fetch
         self._attempted_at: float | None = None  # the last fetch, successful or not
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JwksCache:
+        """The cache of a function: the secret ``JWT_JWKS_SECRET_ID``, with the settings' periods."""
+        return cls(
+            secrets.reader(settings.jwks_secret_id),
+            settings.algorithms,
+            settings.jwks_cache_seconds,
+            settings.jwks_min_refetch_seconds,
+        )
 
     def get(self, kid: str) -> PyJWK | None:
         """The key named ``kid``, or None when the JWKS does not hold it (even after a refetch).

@@ -53,17 +53,10 @@ class WebSocketRoutes:
 
     @classmethod
     def from_env(cls) -> WebSocketRoutes:
-        from tenantforge_lambda import secrets
         from tenantforge_lambda.jwks import JwksCache
 
         settings = Settings.from_env()
-        jwks = JwksCache(
-            secrets.reader(settings.jwks_secret_id),
-            settings.algorithms,
-            settings.jwks_cache_seconds,
-            settings.jwks_min_refetch_seconds,
-        )
-        return cls(settings, jwks.get, Database.from_env())
+        return cls(settings, JwksCache.from_settings(settings).get, Database.from_env())
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         context = event.get("requestContext")

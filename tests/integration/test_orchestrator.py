@@ -26,7 +26,7 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
-from conftest import REPO
+from conftest import REPO, Emulator
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_pgbouncer import LocalStack as DatabaseStack
 from test_pgbouncer import private_stack
@@ -45,7 +45,7 @@ from ansible_collections.tenantforge.platform.plugins.module_utils.tenants impor
 )
 from authorizer import handler as authorizer_handler
 from orchestrator import handler
-from tenantforge_lambda import tasks
+from tenantforge_lambda import secrets, tasks
 from tenantforge_lambda.broker import Broker
 from tenantforge_lambda.config import Settings
 from tenantforge_lambda.database import Database
@@ -1018,3 +1018,43 @@ def test_a_task_status_travels_from_the_worker_to_a_subscribed_connection(
     finally:
         with stack.broker.connect(ADMIN) as connection:
             connection.channel().queue_delete(queue)
+
+
+def test_the_handlers_build_themselves_from_the_environment(
+    stack: Stack, tokens: dict[str, str], emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in Lambda: nothing injected, settings and secret ids from the environment, the JWKS and
+    the database login read from Secrets Manager (the emulator)."""
+    sm = emulator.client("secretsmanager")
+    prefix = f"tenantforge/test-{uuid.uuid4().hex[:8]}"
+    sm.create_secret(Name=f"{prefix}/jwt/jwks", SecretString=json.dumps(stack.jwks))
+    login = {"username": "tenantforge_app", "password": stack.database.passwords["tenantforge_app"]}
+    sm.create_secret(Name=f"{prefix}/postgres/app", SecretString=json.dumps(login))
+    environment = {
+        "AWS_ENDPOINT_URL": emulator.endpoint_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+        "JWT_JWKS_SECRET_ID": f"{prefix}/jwt/jwks",
+        "DATABASE_URL": f"postgresql://127.0.0.1:{stack.database.pgbouncer_port}/tenantforge",
+        "DATABASE_SECRET_ID": f"{prefix}/postgres/app",
+        "AMQP_URL": ",".join(stack.amqp_urls()),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(secrets, "_clients", [])
+    handler.reset()
+    WEBSOCKET.reset()
+    try:
+        response = handler.handler(api_event("GET", "/api/tasks", tokens["dan"], query={"limit": "1"}), None)
+        assert response["statusCode"] == 200, response
+        context = context_of(tokens["dan"], stack)
+        connection_id = f"conn-{uuid.uuid4().hex[:12]}="
+        connected = WEBSOCKET.handler(ws_event("$connect", connection_id, context, tokens["dan"]), None)
+        assert connected == {"statusCode": 200}
+        assert connection_row(stack, "acme", connection_id) is not None
+    finally:
+        handler.reset()
+        WEBSOCKET.reset()
