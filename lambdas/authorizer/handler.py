@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenantforge_lambda.config import Settings
+from tenantforge_lambda.http import event_values
 from tenantforge_lambda.jwks import JwksCache
 from tenantforge_lambda.logs import get_logger, log_json, loggable
 from tenantforge_lambda.tokens import MAX_TOKEN_BYTES, Claims, KeyLookup, TokenError, verify_token
@@ -70,32 +71,17 @@ def parse_event(event: Mapping[str, Any]) -> Credential:
     if isinstance(context, Mapping) and (
         context.get("eventType") == "CONNECT" or context.get("routeKey") == "$connect"
     ):
-        values = _values(event, "queryStringParameters", "multiValueQueryStringParameters", "token")
+        values = event_values(event, "queryStringParameters", "multiValueQueryStringParameters", "token")
         if len(values) > 1:
             return Credential("WEBSOCKET", None, method_arn, "multiple_credentials")
         raw = values[0] if values else None
         if not isinstance(raw, str) or not raw:
             return Credential("WEBSOCKET", None, method_arn, "missing_token")
         return Credential("WEBSOCKET", raw, method_arn)
-    values = _values(event, "headers", "multiValueHeaders", "authorization")
+    values = event_values(event, "headers", "multiValueHeaders", "authorization")
     if len(values) > 1:
         return Credential("REQUEST", None, method_arn, "multiple_credentials")
     return _bearer("REQUEST", values, method_arn)
-
-
-def _values(event: Mapping[str, Any], single: str, multiple: str, name: str) -> list[Any]:
-    """Every distinct value of a header or query parameter, names compared case-insensitively."""
-    found: list[Any] = []
-    for section, many in ((single, False), (multiple, True)):
-        mapping = event.get(section)
-        if not isinstance(mapping, Mapping):
-            continue
-        for key, value in mapping.items():
-            if isinstance(key, str) and key.lower() == name:
-                for item in value if many and isinstance(value, list) else [value]:
-                    if item not in found:
-                        found.append(item)
-    return found
 
 
 def _bearer(kind: str, values: list[Any], method_arn: Any) -> Credential:

@@ -44,7 +44,6 @@ LOGGER = get_logger("tenantforge.orchestrator")
 # A payload of at most 256 KiB, and the rest of the body (its type, JSON escapes) around it.
 MAX_BODY_BYTES = tasks.MAX_PAYLOAD_BYTES + 16 * 1024
 DEFAULT_PAGE, MAX_PAGE = 20, 100
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 Handler = Callable[[Claims, Mapping[str, Any], Any], dict[str, Any]]
 Routes = dict[str, tuple[str, Handler, str | None]]
 SELECT_TASK = sql.SQL("SELECT {} FROM tasks").format(sql.SQL(tasks.COLUMNS))
@@ -223,12 +222,12 @@ class Orchestrator:
             conditions.append(sql.SQL("(created_at, id) < (%s, %s)"))
             params += [created_at, last_id]
         if query.get("status") is not None:
-            if query["status"] not in STATUSES:
+            if query["status"] not in tasks.STATUSES:
                 raise HttpError(
                     400,
                     "invalid_request",
                     "bad_status",
-                    message=f"status must be one of {', '.join(STATUSES)}",
+                    message=f"status must be one of {', '.join(tasks.STATUSES)}",
                 )
             conditions.append(sql.SQL("status = %s::task_status"))
             params.append(query["status"])

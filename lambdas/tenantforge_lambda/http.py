@@ -34,10 +34,11 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
     }
 
 
-def header_values(event: Mapping[str, Any], name: str) -> list[Any]:
-    """Every distinct value of header ``name`` (any case) in ``headers`` and ``multiValueHeaders``."""
+def event_values(event: Mapping[str, Any], single: str, multiple: str, name: str) -> list[Any]:
+    """Every distinct value of a header or query parameter ``name`` (any case), from the event's
+    single-value section and its multi-value one (``headers``/``multiValueHeaders``, ...)."""
     found: list[Any] = []
-    for section, many in (("headers", False), ("multiValueHeaders", True)):
+    for section, many in ((single, False), (multiple, True)):
         mapping = event.get(section)
         if not isinstance(mapping, Mapping):
             continue
@@ -47,6 +48,11 @@ def header_values(event: Mapping[str, Any], name: str) -> list[Any]:
                     if item not in found:
                         found.append(item)
     return found
+
+
+def header_values(event: Mapping[str, Any], name: str) -> list[Any]:
+    """Every distinct value of header ``name`` (any case)."""
+    return event_values(event, "headers", "multiValueHeaders", name)
 
 
 def bearer_token(event: Mapping[str, Any], max_length: int) -> str:

@@ -15,7 +15,6 @@ refresh. Every refusal is an :class:`IssueError` whose ``reason`` the caller log
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -27,12 +26,8 @@ from tenantforge_lambda.config import Settings
 from tenantforge_lambda.database import Database
 from tenantforge_lambda.directory import Subject
 from tenantforge_lambda.signing import SigningKey
-from tenantforge_lambda.tokens import KeyLookup, TokenError, verify_token
+from tenantforge_lambda.tokens import LIST_ITEM, SLUG, KeyLookup, TokenError, verify_token
 
-# The verifier's rule for list items (no comma, no surrounding blank): a role name that breaks it
-# could not travel in the authorizer's comma-joined context, so no token is issued with one.
-_LIST_ITEM = re.compile(r"[^,\s](?:[^,]*[^,\s])?")
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])")
 MAX_EMAIL_LENGTH = 320
 
 
@@ -126,7 +121,7 @@ class Issuer:
     # -------------------------------------------------------------------------------------- internals
 
     def _find(self, org_slug: str, email: str) -> Subject | None:
-        if not isinstance(org_slug, str) or not _SLUG.fullmatch(org_slug):
+        if not isinstance(org_slug, str) or not SLUG.fullmatch(org_slug):
             return None
         if not isinstance(email, str) or not 0 < len(email) <= MAX_EMAIL_LENGTH:
             return None
@@ -140,8 +135,10 @@ class Issuer:
             raise IssueError("user_disabled", subject)
 
     def _sign(self, subject: Subject, now: int, auth_time: int) -> Issued:
+        # A role or permission the verifier's list rule refuses (a comma, surrounding blanks) could not
+        # travel in the authorizer's comma-joined context: no token is issued with one.
         for name, items in (("roles", subject.roles), ("permissions", subject.permissions)):
-            if not all(_LIST_ITEM.fullmatch(item) for item in items):
+            if not all(LIST_ITEM.fullmatch(item) for item in items):
                 raise IssueError(f"unrepresentable:{name}", subject)
         settings = self.settings
         claims: dict[str, Any] = {

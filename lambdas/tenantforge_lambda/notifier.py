@@ -28,7 +28,6 @@ from tenantforge_lambda.logs import get_logger, log_json
 from tenantforge_lambda.worker import Outcome
 
 LOGGER = get_logger("tenantforge.notifier")
-STATUSES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
 
 
 class Gone(Exception):
@@ -115,7 +114,7 @@ class Notifier:
             return Outcome("reject", "bad_message")
         if (
             not (tasks.is_uuid(event["task_id"]) and tasks.is_uuid(event["org_id"]))
-            or event["status"] not in STATUSES
+            or event["status"] not in tasks.STATUSES
         ):
             return Outcome("reject", "bad_message")
         fields = {

@@ -20,6 +20,8 @@ TASK_TYPES = ("echo", "http_check")
 MAX_PAYLOAD_BYTES = 256 * 1024
 TASKS_EXCHANGE = "tasks"
 STATUS_EXCHANGE = "task-status"
+# The task_status enum of the schema, in its order.
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 _TYPE = re.compile(r"[a-z0-9_-]{1,64}")
 

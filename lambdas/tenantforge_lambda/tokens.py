@@ -69,9 +69,9 @@ REQUIRED_CLAIMS = (
 MAX_STRING_CLAIM_LENGTH = 256
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # The organizations_slug_check constraint of the database.
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])")
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])")
 # Permission keys and role names end up comma-joined in the authorizer context: no commas, no blanks.
-_LIST_ITEM = re.compile(r"[^,\s](?:[^,]*[^,\s])?")
+LIST_ITEM = re.compile(r"[^,\s](?:[^,]*[^,\s])?")
 
 KeyLookup = Callable[[str], PyJWK | None]
 
@@ -221,7 +221,7 @@ def _typed_claims(payload: Mapping[str, Any]) -> Claims:
     if canonical != org_id:
         raise TokenError("bad_claim:org_id")
     org_slug = _string(payload, "org_slug")
-    if not _SLUG.fullmatch(org_slug):
+    if not SLUG.fullmatch(org_slug):
         raise TokenError("bad_claim:org_slug")
     permissions = _string_list(payload, "permissions")
     if list(permissions) != sorted(set(permissions)):
@@ -268,7 +268,7 @@ def _string(payload: Mapping[str, Any], name: str) -> str:
 def _string_list(payload: Mapping[str, Any], name: str) -> tuple[str, ...]:
     value = payload[name]
     if not isinstance(value, list) or not all(
-        isinstance(item, str) and len(item) <= MAX_STRING_CLAIM_LENGTH and _LIST_ITEM.fullmatch(item)
+        isinstance(item, str) and len(item) <= MAX_STRING_CLAIM_LENGTH and LIST_ITEM.fullmatch(item)
         for item in value
     ):
         raise TokenError(f"bad_claim:{name}")
