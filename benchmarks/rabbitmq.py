@@ -47,6 +47,7 @@ USERS = {
     "rabbitmq-admin": "tenantforge_admin",
     "rabbitmq-orchestrator": "tenantforge_orchestrator",
     "rabbitmq-worker": "tenantforge_worker",
+    "rabbitmq-notifier": "tenantforge_notifier",
 }
 
 

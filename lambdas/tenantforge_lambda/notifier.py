@@ -10,7 +10,8 @@ the API Gateway Management API (``post_to_connection``, endpoint from ``WEBSOCKE
 Gone is deleted, as are the organization's expired ones.
 
 Run as ``python -m tenantforge_lambda.notifier`` with ``DATABASE_*``, ``AMQP_*`` and
-``NOTIFIER_QUEUE`` (the queue bound to ``task-status``); it reuses the worker's consumer.
+``NOTIFIER_QUEUE`` (the queue bound to ``task-status``; default ``task-status.notifier``, the one the
+rabbitmq role declares and lets the ``notifier`` broker user read); it reuses the worker's consumer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tenantforge_lambda.logs import get_logger, log_json
 from tenantforge_lambda.worker import Outcome
 
 LOGGER = get_logger("tenantforge.notifier")
+# The platform's queue of every status event (roles/rabbitmq, rabbitmq_notifier_queue).
+DEFAULT_QUEUE = "task-status.notifier"
 
 
 class Gone(Exception):
@@ -135,9 +138,9 @@ def main() -> int:
 
     environ = dict(os.environ)
     endpoint = environ.get("WEBSOCKET_MANAGEMENT_ENDPOINT", "").strip()
-    queue = environ.get("NOTIFIER_QUEUE", "").strip()
-    if not endpoint or not queue:
-        print("configuration: WEBSOCKET_MANAGEMENT_ENDPOINT and NOTIFIER_QUEUE are required", flush=True)
+    queue = environ.get("NOTIFIER_QUEUE", "").strip() or DEFAULT_QUEUE
+    if not endpoint:
+        print("configuration: WEBSOCKET_MANAGEMENT_ENDPOINT is required", flush=True)
         return 2
     notifier = Notifier(Database.from_env(environ), management_post(endpoint))
     consumer = Consumer(notifier.process, lambda: broker_urls(environ, secrets.secret_string), [queue], 50)

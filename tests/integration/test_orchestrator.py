@@ -30,7 +30,7 @@ from conftest import REPO, Emulator
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_pgbouncer import LocalStack as DatabaseStack
 from test_pgbouncer import private_stack
-from test_rabbitmq import ADMIN, ORCHESTRATOR, WORKER, private_cluster
+from test_rabbitmq import ADMIN, NOTIFIER, ORCHESTRATOR, WORKER, private_cluster
 from test_rabbitmq import LocalStack as BrokerStack
 
 from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material
@@ -970,28 +970,23 @@ def test_a_task_status_travels_from_the_worker_to_a_subscribed_connection(
     stack: Stack, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole path: POST /api/tasks, the worker on the real cluster, its status events on
-    `task-status`, the notifier's consumer (on a queue the administrator binds here: the
-    notifier's own queue and user come with the platform), the Management API."""
+    `task-status`, the notifier's consumer on the platform's queue `task-status.notifier` as the
+    `notifier` user, the Management API."""
     for name, value in (
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         monkeypatch.setenv(name, value)
-    queue = f"notifier-test-{uuid.uuid4().hex[:8]}"
-    with stack.broker.connect(ADMIN) as connection:
-        channel = connection.channel()
-        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-        channel.queue_bind(queue, "task-status", "#")
-    admin_urls = [
-        f"amqp://{ADMIN}:{stack.broker.values[ADMIN]}@127.0.0.1:{node.amqp_port}/{VHOST}"
-        for node in stack.broker.nodes
-    ]
+    queue = "task-status.notifier"
+    # The status events of the earlier tests' tasks wait there too.
+    with stack.broker.connect(NOTIFIER) as connection:
+        connection.channel().queue_purge(queue)
     watcher = connect(stack, tokens["carol"], {"all": True})
     try:
         with ManagementApi(gone=set()) as api:
             notifier = Notifier(Database(stack.app_dsn), management_post(api.endpoint))
-            consumer = Consumer(notifier.process, lambda: admin_urls, [queue], 10)
+            consumer = Consumer(notifier.process, lambda: stack.amqp_urls(NOTIFIER), [queue], 10)
             thread = threading.Thread(target=consumer.run, daemon=True)
             thread.start()
             try:
@@ -1016,8 +1011,8 @@ def test_a_task_status_travels_from_the_worker_to_a_subscribed_connection(
         assert watcher in receivers
         assert all(connection_row(stack, "acme", receiver) is not None for receiver in receivers)
     finally:
-        with stack.broker.connect(ADMIN) as connection:
-            connection.channel().queue_delete(queue)
+        with stack.broker.connect(NOTIFIER) as connection:
+            connection.channel().queue_purge(queue)
 
 
 def test_the_handlers_build_themselves_from_the_environment(

@@ -49,8 +49,9 @@ USERS = {
     "rabbitmq-admin": "tenantforge_admin",
     "rabbitmq-orchestrator": "tenantforge_orchestrator",
     "rabbitmq-worker": "tenantforge_worker",
+    "rabbitmq-notifier": "tenantforge_notifier",
 }
-ADMIN, ORCHESTRATOR, WORKER = USERS.values()
+ADMIN, ORCHESTRATOR, WORKER, NOTIFIER = USERS.values()
 VHOST = "tenantforge"
 # The settings of rabbitmq_peer_discovery_k8s as of RabbitMQ 4.1 (the plugin's schema); every other
 # cluster_formation.k8s.* key belongs to the 3.7-4.0 plugin and is ignored by 4.1.
@@ -209,7 +210,7 @@ def test_the_access_request_holds_no_secret(rendered) -> None:
         "password": {"env": "RABBITMQ_ADMIN_PASSWORD"},
     }
     assert [user["password"] for user in request["users"]] == [
-        {"env": f"RABBITMQ_{name}_PASSWORD"} for name in ("ADMIN", "ORCHESTRATOR", "WORKER")
+        {"env": f"RABBITMQ_{name}_PASSWORD"} for name in ("ADMIN", "ORCHESTRATOR", "WORKER", "NOTIFIER")
     ]
     (container,) = pod_spec(by_kind(objects, "Job"))["containers"]
     from_secrets = {
@@ -223,6 +224,7 @@ def test_the_access_request_holds_no_secret(rendered) -> None:
             ("ADMIN", "rabbitmq-admin"),
             ("ORCHESTRATOR", "rabbitmq-orchestrator"),
             ("WORKER", "rabbitmq-worker"),
+            ("NOTIFIER", "rabbitmq-notifier"),
         )
         for key in ("USERNAME", "PASSWORD")
     }
@@ -295,19 +297,20 @@ def test_rendered_configuration(rendered) -> None:
         ("dead-letter", "fanout"),
     }
     queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
+    dead_lettered = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "dead-letter",
+        "x-delivery-limit": limit,
+    }
     assert queues == {
-        **{
-            f"tasks.{t}": {
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": "dead-letter",
-                "x-delivery-limit": limit,
-            }
-            for t in types
-        },
+        **{f"tasks.{t}": dead_lettered for t in types},
+        "task-status.notifier": dead_lettered,
         "dead-letter": {"x-queue-type": "quorum"},
     }
+    assert all(q["durable"] and not q["auto_delete"] for q in definitions["queues"])
     assert {(b["source"], b["destination"], b["routing_key"]) for b in definitions["bindings"]} == {
         *{("tasks", f"tasks.{t}", f"*.{t}") for t in types},
+        ("task-status", "task-status.notifier", "#"),
         ("dead-letter", "dead-letter", ""),
     }
 
@@ -546,7 +549,7 @@ def test_first_run_forms_one_cluster_of_three(stack: LocalStack) -> None:
 
 def test_users_and_permissions_are_least_privilege(stack: LocalStack) -> None:
     users = {user["name"]: user["tags"] for user in stack.api("/api/users")}
-    assert users == {ADMIN: ["administrator"], ORCHESTRATOR: [], WORKER: []}  # no guest
+    assert users == {ADMIN: ["administrator"], ORCHESTRATOR: [], WORKER: [], NOTIFIER: []}  # no guest
     permissions = {
         (p["user"], p["vhost"]): (p["configure"], p["write"], p["read"])
         for p in stack.api("/api/permissions")
@@ -556,18 +559,26 @@ def test_users_and_permissions_are_least_privilege(stack: LocalStack) -> None:
         (ADMIN, VHOST): (".*", ".*", ".*"),
         (ORCHESTRATOR, VHOST): ("^$", "^tasks$", "^$"),
         (WORKER, VHOST): ("^$", "^task\\-status$", "^tasks\\.(echo|http_check)$"),
+        (NOTIFIER, VHOST): ("^$", "^$", "^task\\-status\\.notifier$"),
     }
 
 
 def test_quorum_queues_span_the_three_nodes(stack: LocalStack) -> None:
-    for name in ["tasks.echo", "tasks.http_check", "dead-letter"]:
+    for name in ["tasks.echo", "tasks.http_check", "task-status.notifier", "dead-letter"]:
         queue = stack.api(f"/api/queues/{VHOST}/{name}")
         assert queue["type"] == "quorum"
+        assert queue["durable"] is True and queue["auto_delete"] is False
         assert sorted(queue["members"]) == sorted(node.erlang_name for node in stack.nodes)
-    assert stack.api(f"/api/queues/{VHOST}/tasks.echo")["arguments"] == {
-        "x-queue-type": "quorum",
-        "x-dead-letter-exchange": "dead-letter",
-        "x-delivery-limit": 5,
+    for name in ["tasks.echo", "task-status.notifier"]:
+        assert stack.api(f"/api/queues/{VHOST}/{name}")["arguments"] == {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "dead-letter",
+            "x-delivery-limit": 5,
+        }
+    bindings = stack.api(f"/api/queues/{VHOST}/task-status.notifier/bindings")
+    assert {(b["source"], b["routing_key"]) for b in bindings} == {
+        ("", "task-status.notifier"),  # the default exchange's implicit binding
+        ("task-status", "#"),
     }
 
 
@@ -609,6 +620,41 @@ def test_a_worker_consumes_tasks_and_publishes_status(stack: LocalStack) -> None
         assert_refused(channel.basic_get, "dead-letter")
         channel = connection.channel()
         assert_refused(channel.queue_delete, "tasks.echo")
+
+
+def test_the_notifier_only_consumes_its_queue_of_status_events(stack: LocalStack) -> None:
+    """Every status event a worker publishes waits in task-status.notifier (the previous test's and
+    this one's); the notifier consumes and acknowledges them, and may do nothing else."""
+    with stack.connect(WORKER) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("task-status", "org-5.http_check.failed", b"failed", mandatory=True)
+    with stack.connect(NOTIFIER, stack.nodes[2]) as connection:
+        channel = connection.channel()
+        received = []
+        for method, _, body in channel.consume("task-status.notifier", inactivity_timeout=2):
+            if method is None:
+                break
+            received.append((method.routing_key, body))
+            channel.basic_ack(method.delivery_tag)
+        channel.cancel()
+        assert received == [("org-1.echo.done", b"done"), ("org-5.http_check.failed", b"failed")]
+        assert channel.queue_declare("task-status.notifier", passive=True).method.message_count == 0
+        assert_refused(channel.queue_declare, "notifier-own", durable=True)
+        channel = connection.channel()
+        assert_refused(channel.queue_bind, "task-status.notifier", "task-status", "org-1.#")
+        channel = connection.channel()
+        assert_refused(channel.queue_delete, "task-status.notifier")
+        for exchange, routing_key in (("tasks", "org-1.echo"), ("task-status", "org-1.echo.done")):
+            channel = connection.channel()
+            channel.confirm_delivery()
+            assert_refused(channel.basic_publish, exchange, routing_key, b"forged")
+        channel = connection.channel()
+        assert_refused(channel.basic_get, "tasks.echo")
+        channel = connection.channel()
+        assert_refused(channel.basic_consume, "tasks.http_check", lambda *_: None)
+        channel = connection.channel()
+        assert_refused(channel.basic_get, "dead-letter")
 
 
 def test_a_message_rejected_too_often_is_dead_lettered(stack: LocalStack) -> None:
@@ -760,22 +806,22 @@ def test_stop_and_start_keep_the_data(stack: LocalStack) -> None:
 
 def test_the_access_job_restores_what_the_role_applies(stack: LocalStack, tmp_path: Path) -> None:
     """The cluster's access Job (its command, script, request and environment, secrets resolved as the
-    kubelet would) against the three local nodes: with the orchestrator and worker users deleted it
-    creates them again with their passwords and permissions, a second run changes nothing, and the
-    role finds nothing to change after it."""
+    kubelet would) against the three local nodes: with the orchestrator, worker and notifier users
+    deleted it creates them again with their passwords and permissions, a second run changes nothing,
+    and the role finds nothing to change after it."""
 
     def users() -> dict[str, list[str]]:
         return {user["name"]: user["tags"] for user in stack.api("/api/users")}
 
     before, permissions = users(), stack.api("/api/permissions")
-    for user in (ORCHESTRATOR, WORKER):
+    for user in (ORCHESTRATOR, WORKER, NOTIFIER):
         stack.api(f"/api/users/{user}", method="DELETE")
     objects = render_component("rabbitmq", tmp_path, {})
     workdir = tmp_path / "job"
     workdir.mkdir()
     created = [
         action
-        for user in (ORCHESTRATOR, WORKER)
+        for user in (ORCHESTRATOR, WORKER, NOTIFIER)
         for action in (f"create user {user}", f"set the permissions of user {user} in vhost {VHOST}")
     ]
     for expected in (created, []):
@@ -794,7 +840,7 @@ def test_the_access_job_restores_what_the_role_applies(stack: LocalStack, tmp_pa
             assert value not in job.stdout + job.stderr
     assert users() == before
     assert stack.api("/api/permissions") == permissions
-    for user in (ORCHESTRATOR, WORKER):
+    for user in (ORCHESTRATOR, WORKER, NOTIFIER):
         stack.connect(user).close()
     run = stack.run()
     run.assert_ok()
