@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 # Attacker-controlled values (a kid, a sub) are logged truncated, so a log line stays small.
@@ -16,6 +17,14 @@ def get_logger(name: str) -> logging.Logger:
     logger = logging.getLogger(name)
     logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
     return logger
+
+
+def log_to_stderr() -> None:
+    """For the long-running programs (the worker, the notifier), which have no Lambda runtime to give
+    the root logger a handler: the JSON lines on standard error, at ``LOG_LEVEL``."""
+    logging.basicConfig(
+        stream=sys.stderr, format="%(message)s", level=os.environ.get("LOG_LEVEL", "INFO").upper()
+    )
 
 
 def loggable(value: Any) -> str | int | bool | None:

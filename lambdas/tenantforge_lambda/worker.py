@@ -46,7 +46,7 @@ from psycopg.types.json import Jsonb
 from tenantforge_lambda import tasks
 from tenantforge_lambda.broker import BrokerUnavailable, broker_urls
 from tenantforge_lambda.database import Database, DatabaseUnavailable
-from tenantforge_lambda.logs import get_logger, log_json, loggable
+from tenantforge_lambda.logs import get_logger, log_json, log_to_stderr, loggable
 
 LOGGER = get_logger("tenantforge.worker")
 DEFAULT_PREFETCH = 10
@@ -376,6 +376,7 @@ def run_consumer(consumer: Consumer) -> int:
     def stop(signum: int, frame: Any) -> None:
         consumer.stop()
 
+    log_to_stderr()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     consumer.run()
