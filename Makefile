@@ -63,6 +63,8 @@ teardown: setup
 
 # Stops every local service this checkout started.
 stop: setup
+	$(BIN)/ansible-playbook playbooks/workers.yml -e workers_local_state=stopped
+	$(BIN)/ansible-playbook playbooks/lambdas.yml -e lambdas_local_state=stopped
 	$(BIN)/ansible-playbook playbooks/platform.yml -e tenantforge_platform_local_state=stopped
 	$(BIN)/ansible-playbook playbooks/local_services.yml -e tenantforge_local_services_state=stopped
 

@@ -196,6 +196,17 @@ def test_host_identity_is_least_privilege(layer: Layer, created: PlaybookRun) ->
         "secretsmanager:DescribeSecret",
         "secretsmanager:GetSecretValue",
     ]
+    # The notifier (a Deployment on the host) posts status events to the WebSocket connections.
+    assert statements["PostTaskStatusToWebSocketConnections"]["Action"] == "execute-api:ManageConnections"
+    assert statements["PostTaskStatusToWebSocketConnections"]["Resource"] == (
+        f"arn:aws:execute-api:us-east-1:{ACCOUNT}:*/*/*/@connections/*"
+    )
+    assert sorted(statements) == [
+        "ListPlatformSecrets",
+        "PostTaskStatusToWebSocketConnections",
+        "ReadPlatformSecrets",
+        "WritePlatformLogs",
+    ]
 
     profile = iam.get_instance_profile(InstanceProfileName=f"{NAME}-host")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [f"{NAME}-host"]
@@ -307,6 +318,7 @@ def test_secrets_are_generated_with_their_contract_shapes(
         "rabbitmq/admin": "tenantforge_admin",
         "rabbitmq/orchestrator": "tenantforge_orchestrator",
         "rabbitmq/worker": "tenantforge_worker",
+        "rabbitmq/notifier": "tenantforge_notifier",
     }
     expected = {prefix + name for name in [*logins, "rabbitmq/erlang-cookie", "jwt/signing-key", "jwt/jwks"]}
     assert set(secret_values) == expected
@@ -460,6 +472,7 @@ def test_the_secrets_playbook_writes_the_local_target(layer: Layer, created: Pla
         "postgres-superuser",
         "rabbitmq-admin",
         "rabbitmq-erlang-cookie",
+        "rabbitmq-notifier",
         "rabbitmq-orchestrator",
         "rabbitmq-worker",
     ]
@@ -469,7 +482,7 @@ def test_the_secrets_playbook_writes_the_local_target(layer: Layer, created: Pla
     assert (root / "rabbitmq-admin" / "AMQP_URL").read_text() == (
         f"amqp://tenantforge_admin:{admin['password']}@127.0.0.1:5673/%2F"
     )
-    for user in ["orchestrator", "worker"]:
+    for user in ["orchestrator", "worker", "notifier"]:
         login = json.loads(
             client.get_secret_value(SecretId=f"tenantforge/{ENV}/rabbitmq/{user}")["SecretString"]
         )
