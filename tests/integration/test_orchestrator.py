@@ -10,6 +10,7 @@ that cannot confirm leaves no task behind.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import importlib.util
 import json
@@ -137,11 +138,15 @@ class Stack:
                 messages.append((method, properties, body))
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def orchestrator_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str = "orchestrator"
+) -> Iterator[Stack]:
+    """PostgreSQL and PgBouncer, migrated, with the tenants; the RabbitMQ cluster; a signing key (also
+    the stack of test_workers)."""
     with (
-        private_stack(tmp_path_factory.mktemp("orchestrator-db")) as database,
-        private_cluster(tmp_path_factory.mktemp("orchestrator-mq")) as broker,
+        private_stack(tmp_path_factory.mktemp(f"{name}-db")) as database,
+        private_cluster(tmp_path_factory.mktemp(f"{name}-mq")) as broker,
     ):
         database.run({"pgbouncer_local_bundle": False, "postgres_local_bundle": False}).assert_ok()
         with database.connect("tenantforge_owner", port=database.postgres_port, autocommit=True) as owner:
@@ -157,6 +162,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             algorithms=("RS256", "ES256"), issuer=ISSUER, audience=AUDIENCE, jwks_secret_id="unused"
         )
         yield Stack(database, broker, settings, SigningKey(jwk["kid"], "ES256", key), {"keys": [jwk]})
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with orchestrator_stack(tmp_path_factory) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

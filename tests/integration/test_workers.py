@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 from conftest import REPO, Emulator, PlaybookRun, run_playbook
-from cryptography.hazmat.primitives.asymmetric import ec
 from rendering import (
     Rendered,
     assert_no_secret_in,
@@ -38,23 +37,9 @@ from rendering import (
     validate_strictly,
     write_secret_files,
 )
-from test_orchestrator import AUDIENCE, ISSUER, TENANTS, ManagementApi, Stack, api_event, call, runs, submit
+from test_orchestrator import ManagementApi, Stack, api_event, call, orchestrator_stack, runs, submit
 from test_orchestrator import connect as open_websocket
-from test_pgbouncer import private_stack
-from test_rabbitmq import NOTIFIER, WORKER, alive, private_cluster
-
-from ansible_collections.tenantforge.platform.plugins.module_utils import secret_material
-from ansible_collections.tenantforge.platform.plugins.module_utils.prisma_migrations import (
-    migrate,
-    read_migrations,
-)
-from ansible_collections.tenantforge.platform.plugins.module_utils.tenants import (
-    check_permissions,
-    check_tenants,
-    converge,
-)
-from tenantforge_lambda.config import Settings
-from tenantforge_lambda.signing import SigningKey
+from test_rabbitmq import NOTIFIER, WORKER, alive
 
 pytestmark = pytest.mark.integration
 
@@ -311,30 +296,6 @@ def test_bad_input_is_refused_naming_the_variable_and_writes_nothing(
 # --- local target ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def orchestrator_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """test_orchestrator's stack (its `stack` fixture, which is module-scoped there): PostgreSQL and
-    PgBouncer, migrated, with its tenants; the RabbitMQ cluster; a signing key."""
-    with (
-        private_stack(tmp_path_factory.mktemp("workers-db")) as database,
-        private_cluster(tmp_path_factory.mktemp("workers-mq")) as broker,
-    ):
-        database.run({"pgbouncer_local_bundle": False, "postgres_local_bundle": False}).assert_ok()
-        with database.connect("tenantforge_owner", port=database.postgres_port, autocommit=True) as owner:
-            migrate(owner, read_migrations(REPO / "prisma" / "migrations"), check_mode=False)
-            tenants = check_tenants(TENANTS, prefix=True)
-            catalog = check_permissions(owner, tenants, prefix=True)
-            for tenant in tenants:
-                converge(owner, tenant, catalog, check_mode=False)
-        broker.run().assert_ok()
-        key = ec.generate_private_key(ec.SECP256R1())
-        jwk = secret_material.public_jwk(key)
-        settings = Settings(
-            algorithms=("RS256", "ES256"), issuer=ISSUER, audience=AUDIENCE, jwks_secret_id="unused"
-        )
-        yield Stack(database, broker, settings, SigningKey(jwk["kid"], "ES256", key), {"keys": [jwk]})
-
-
 @dataclass
 class Workers:
     """The role's local target on the stack: a state directory of its own, the stack's ports, the
@@ -414,7 +375,7 @@ def changes(run: PlaybookRun) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with orchestrator_stack(tmp_path_factory) as built:
+    with orchestrator_stack(tmp_path_factory, "workers") as built:
         yield built
 
 
