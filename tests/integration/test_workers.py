@@ -18,6 +18,8 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Emulator, PlaybookRun, run_playbook
+from conftest import REPO, Emulator, PlaybookRun, free_port, run_playbook, wait_for_port
+from cryptography.hazmat.primitives import serialization
 from rendering import (
     Rendered,
     assert_no_secret_in,
@@ -37,9 +40,19 @@ from rendering import (
     validate_strictly,
     write_secret_files,
 )
-from test_orchestrator import ManagementApi, Stack, api_event, call, orchestrator_stack, runs, submit
+from test_orchestrator import (
+    AUDIENCE,
+    ISSUER,
+    ManagementApi,
+    Stack,
+    api_event,
+    call,
+    orchestrator_stack,
+    runs,
+    submit,
+)
 from test_orchestrator import connect as open_websocket
-from test_rabbitmq import NOTIFIER, WORKER, alive
+from test_rabbitmq import NOTIFIER, ORCHESTRATOR, VHOST, WORKER, alive
 
 pytestmark = pytest.mark.integration
 
@@ -513,6 +526,118 @@ def test_a_task_runs_once_and_its_statuses_reach_the_subscribed_connection(
         "status": "running",
     }
     assert runs(workers.stack, "acme")[task_id] == 1
+
+
+def test_the_smoke_test_of_make_run_sends_a_task_through_the_running_workers(
+    workers: Workers, tmp_path: Path
+) -> None:
+    """roles/lambdas/files: the smoke test that ends `make run`, with the notifier posting to the
+    Management API's local stand-in, both run as `make run` runs them."""
+    secretsmanager = workers.emulator.client("secretsmanager")
+    prefix = f"tenantforge/{workers.environment}/"
+    pem = workers.stack.signing_key.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    signing = {"kid": workers.stack.signing_key.kid, "alg": "ES256", "private_key_pem": pem}
+    for name, value in (
+        ("jwt/jwks", workers.stack.jwks),
+        ("jwt/signing-key", signing),
+        (
+            "rabbitmq/orchestrator",
+            {"username": ORCHESTRATOR, "password": workers.stack.broker.values[ORCHESTRATOR]},
+        ),
+    ):
+        secretsmanager.create_secret(Name=prefix + name, SecretString=json.dumps(value))
+
+    files = REPO / "roles" / "lambdas" / "files"
+    port = free_port()
+    record = tmp_path / "posts.jsonl"
+    stand_in = subprocess.Popen(
+        [sys.executable, str(files / "management_api.py"), "--port", str(port), "--record", str(record)],
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        assert stat.S_IMODE(record.stat().st_mode) == 0o600
+        workers.run({"workers_websocket_management_endpoint": f"http://127.0.0.1:{port}/v1"}).assert_ok()
+        lambdas = str(REPO / "lambdas")
+        environment = {
+            **os.environ,
+            "JWT_ISSUER": ISSUER,
+            "JWT_AUDIENCE": AUDIENCE,
+            "JWT_JWKS_SECRET_ID": prefix + "jwt/jwks",
+            "JWT_SIGNING_SECRET_ID": prefix + "jwt/signing-key",
+            "DATABASE_URL": f"postgresql://127.0.0.1:{workers.stack.database.pgbouncer_port}/tenantforge",
+            "DATABASE_SECRET_ID": prefix + "postgres/app",
+            "AMQP_URL": ",".join(
+                f"amqp://127.0.0.1:{node.amqp_port}/{VHOST}" for node in workers.stack.broker.nodes
+            ),
+            "AMQP_SECRET_ID": prefix + "rabbitmq/orchestrator",
+            "AWS_ENDPOINT_URL": workers.emulator.endpoint_url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        execute = "arn:aws:execute-api:us-east-1:123456789012"
+        smoke = subprocess.run(
+            [
+                sys.executable,
+                str(files / "smoke_test.py"),
+                "--lambdas",
+                lambdas,
+                "--org",
+                "acme",
+                "--email",
+                "carol@acme.example",
+                "--rest-api-arn",
+                f"{execute}:rest123",
+                "--websocket-api-arn",
+                f"{execute}:ws456",
+                "--record",
+                str(record),
+                "--timeout",
+                "60",
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        stand_in.terminate()
+        stand_in.wait(timeout=10)
+        # The notifier back on the module's recorder, for the tests that follow.
+        workers.run().assert_ok()
+
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr[-3000:]
+    outcome = json.loads(smoke.stdout)
+    assert outcome["ok"] and outcome["final_status"] == "succeeded"
+    assert [step["step"] for step in outcome["steps"]] == [
+        "issue a token",
+        "authorizer (REST API)",
+        "authorizer (WebSocket $connect)",
+        "WebSocket $connect",
+        "WebSocket subscribe (all tasks)",
+        "POST /api/tasks (orchestrator)",
+        "worker ran the task (GET /api/tasks/{id})",
+        "status events reached the connection",
+    ]
+    assert outcome["steps"][-1]["events"] == ["running", "succeeded"]
+    assert runs(workers.stack, "acme")[outcome["task_id"]] == 1
+    # What the stand-in recorded: the notifier's posts, one JSON event each, to the smoke test's connection.
+    posts = [json.loads(line) for line in record.read_text().splitlines()]
+    connection = outcome["steps"][3]["connection_id"]
+    mine = [json.loads(post["data"]) for post in posts if post["connection_id"] == connection]
+    assert [event["status"] for event in mine if event["task_id"] == outcome["task_id"]] == [
+        "running",
+        "succeeded",
+    ]
+    # No token, password or secret in what the smoke test printed.
+    printed = smoke.stdout + smoke.stderr
+    assert "eyJ" not in printed
+    for secret in [*workers.secret_values(), workers.stack.broker.values[ORCHESTRATOR], pem]:
+        assert secret not in printed
 
 
 def test_a_changed_source_file_restarts_both(workers: Workers) -> None:
