@@ -29,6 +29,7 @@ from unittest import mock
 import pytest
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry, RetryingBotoClientWrapper
 from ansible_module import run_module
+from api_calls import CALL_LOG, install_call_logger, logged_calls
 from conftest import Emulator
 
 from ansible_collections.tenantforge.platform.plugins.modules import apigateway_websocket
@@ -39,27 +40,6 @@ MODULE = "tenantforge.platform.apigateway_websocket"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 READS = {"GetApis", "GetIntegrations", "GetRoutes", "GetAuthorizers", "GetAuthorizer", "GetStages"}
-CALL_LOG = "APIGATEWAY_WEBSOCKET_TEST_CALL_LOG"
-SITECUSTOMIZE = f'''\
-"""Written by tests/integration/test_apigateway_websocket.py: logs every botocore operation of this process."""
-import os
-
-_LOG = os.environ.get("{CALL_LOG}")
-if _LOG:
-    try:
-        from botocore.client import BaseClient
-    except ImportError:
-        pass
-    else:
-        _make_api_call = BaseClient._make_api_call
-
-        def _logged(self, operation_name, api_params):
-            with open(_LOG, "a", encoding="utf-8") as handle:
-                handle.write(operation_name + "\\n")
-            return _make_api_call(self, operation_name, api_params)
-
-        BaseClient._make_api_call = _logged
-'''
 
 
 def function(name: str) -> str:
@@ -93,10 +73,7 @@ def aws(emulator: Emulator) -> Any:
 def run(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Runner:
     """Runs the module in a one-task playbook; returns the task result and the API calls it made."""
     state_dir = tmp_path_factory.mktemp("apigateway-websocket")
-    hooks = state_dir / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    pythonpath = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
+    pythonpath = install_call_logger(state_dir / "hooks")
     connection = {
         "endpoint_url": emulator.endpoint_url,
         "region": REGION,
@@ -110,8 +87,7 @@ def run(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Runner:
         with mock.patch.dict(os.environ, {CALL_LOG: str(calls_log), "PYTHONPATH": pythonpath}):
             ran = run_module(MODULE, {**connection, **params}, state_dir, check=check, diff=True)
         assert ran.failed == fails, ran.output[-4000:]
-        calls = Counter(calls_log.read_text().split()) if calls_log.exists() else Counter()
-        return Run(ran.result, calls, ran.output)
+        return Run(ran.result, logged_calls(calls_log), ran.output)
 
     return runner
 

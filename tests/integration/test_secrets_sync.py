@@ -6,7 +6,7 @@ prefix of its own and checks the files written, their modes, the results and ``c
 in check mode and again for idempotency.
 
 API calls are counted in the module's own process: the runs get a ``sitecustomize`` (on PYTHONPATH)
-that appends the name of every botocore operation to a file, so a test can say "this run made one
+(tests/api_calls.py) that appends the name of every botocore operation to a file, so a test can say "this run made one
 ListSecrets call and no GetSecretValue call". The last tests drive the module's core function
 in-process, with a counting wrapper around the boto3 client.
 """
@@ -32,6 +32,7 @@ import boto3
 import pytest
 import yaml
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from api_calls import CALL_LOG, install_call_logger, logged_calls
 from botocore.stub import Stubber
 from conftest import Emulator
 
@@ -47,27 +48,6 @@ VENV_BIN = Path(sys.executable).parent
 REGION = "us-east-1"
 MODULE = "tenantforge.platform.secrets_sync"
 MANAGED = {"app.kubernetes.io/managed-by": "tenantforge"}
-
-SITECUSTOMIZE = '''\
-"""Written by tests/integration/test_secrets_sync.py: logs every botocore operation of this process."""
-import os
-
-_LOG = os.environ.get("SECRETS_SYNC_TEST_CALL_LOG")
-if _LOG:
-    try:
-        from botocore.client import BaseClient
-    except ImportError:
-        pass
-    else:
-        _make_api_call = BaseClient._make_api_call
-
-        def _logged(self, operation_name, api_params):
-            with open(_LOG, "a", encoding="utf-8") as handle:
-                handle.write(operation_name + "\\n")
-            return _make_api_call(self, operation_name, api_params)
-
-        BaseClient._make_api_call = _logged
-'''
 
 
 class Unsafe(str):
@@ -106,9 +86,6 @@ def run(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Runner:
     """Runs the module in a one-task playbook; returns the task result and the API calls it made."""
     home = tmp_path_factory.mktemp("ansible")
     (home / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
-    hooks = home / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     counter = iter(range(1_000_000))
     base_env = {
         key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "AWS_", "K8S_"))
@@ -121,7 +98,7 @@ def run(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Runner:
         ANSIBLE_NOCOLOR="1",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=install_call_logger(home / "hooks"),
     )
 
     def runner(
@@ -139,7 +116,7 @@ def run(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Runner:
         env = {
             **base_env,
             "ANSIBLE_STDOUT_CALLBACK": "default" if verbose else "json",
-            "SECRETS_SYNC_TEST_CALL_LOG": str(calls_log),
+            CALL_LOG: str(calls_log),
         }
         command = [
             str(VENV_BIN / "ansible-playbook"),
@@ -152,7 +129,7 @@ def run(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Runner:
         command += ["--check"] * check + ["--diff"] * diff + ["-vvv"] * verbose
         completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=home, timeout=300)
         output = completed.stdout + completed.stderr
-        calls = Counter(calls_log.read_text().split()) if calls_log.exists() else Counter()
+        calls = logged_calls(calls_log)
         if verbose:
             assert (completed.returncode != 0) == fails, output[-4000:]
             return Run(completed.returncode, output, {}, calls)
