@@ -5,9 +5,9 @@ check mode, diff mode and no_log masking are Ansible's own. Each test creates it
 prefix of its own and checks the files written, their modes, the results and ``changed``, normally,
 in check mode and again for idempotency.
 
-API calls are counted in the module's own process: the runs get a ``sitecustomize`` (on PYTHONPATH)
-(tests/api_calls.py) that appends the name of every botocore operation to a file, so a test can say "this run made one
-ListSecrets call and no GetSecretValue call". The last tests drive the module's core function
+API calls are counted in the module's own process: the runs get a ``sitecustomize`` (on PYTHONPATH,
+tests/api_calls.py) that appends the name of every botocore operation to a file, so a test can say
+"this run made one ListSecrets call and no GetSecretValue call". The last tests drive the module's core function
 in-process, with a counting wrapper around the boto3 client.
 """
 
